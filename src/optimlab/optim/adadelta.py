@@ -1,0 +1,72 @@
+"""Adadelta: step sizes from the ratio of RMS updates to RMS gradients, no global lr needed."""
+
+from __future__ import annotations
+
+from optimlab.core.transforms import direction, ema_sq_, rms_denominator, weight_decay
+from optimlab.optim import validation as check
+from optimlab.optim.base import Optimizer
+
+
+class Adadelta(Optimizer):
+    r"""Adadelta (Zeiler, arXiv:1212.5701, Algorithm 1).
+
+    With ``ρ`` the decay rate, ``v`` = ``square_avg`` (E[g²]) and ``u`` = ``acc_delta`` (E[Δθ²])::
+
+        v ← ρ·v + (1−ρ)·g⊙g                       (line 4)
+        Δ = √(u + ε) / √(v + ε) ⊙ g                (line 5)
+        u ← ρ·u + (1−ρ)·Δ⊙Δ                        (line 6)
+        θ ← θ − lr·Δ                               (line 7; the paper has lr = 1)
+
+    State: ``step``, ``square_avg``, ``acc_delta`` (8 bytes/param in fp32). Matches
+    torch.optim.Adadelta.
+    """
+
+    def __init__(
+        self,
+        params,
+        lr: float = 1.0,
+        rho: float = 0.9,
+        eps: float = 1e-6,
+        weight_decay: float = 0.0,
+        *,
+        maximize: bool = False,
+        weight_decay_mode: str = "l2",
+        engine: str = "auto",
+    ) -> None:
+        defaults = dict(
+            lr=lr,
+            rho=rho,
+            eps=eps,
+            weight_decay=weight_decay,
+            maximize=maximize,
+            weight_decay_mode=weight_decay_mode,
+        )
+        super().__init__(params, defaults, engine=engine)
+
+    def _validate_group(self, group: dict) -> None:
+        check.check_unit_interval("rho", group["rho"])
+        check.check_eps(group["eps"])
+
+    def _state_keys(self, group: dict) -> tuple[str, ...]:
+        return ("square_avg", "acc_delta")
+
+    def _update(self, ops, group, params, grads, state, steps, raw, info) -> None:
+        lr, rho, eps = group["lr"], group["rho"], group["eps"]
+        g = direction(ops, grads, group["maximize"])
+        g = weight_decay(
+            ops,
+            params,
+            g,
+            mode=group["weight_decay_mode"],
+            lr=lr,
+            decay=group["weight_decay"],
+            initial_lr=group["initial_lr"],
+        )
+        v, u = state["square_avg"], state["acc_delta"]
+        ema_sq_(ops, v, g, rho)
+        rms_g = rms_denominator(ops, v, eps=eps, eps_inside_sqrt=True)
+        delta = rms_denominator(ops, u, eps=eps, eps_inside_sqrt=True)
+        ops.div_tensors_(delta, rms_g)
+        ops.mul_tensors_(delta, g)
+        ema_sq_(ops, u, delta, rho)
+        ops.add_(params, delta, alpha=-lr)

@@ -1,0 +1,186 @@
+"""Adam, AdamW and AMSGrad: one formula, three sets of defaults."""
+
+from __future__ import annotations
+
+from optimlab.core.transforms import (
+    bias_correction,
+    descend_,
+    direction,
+    ema_,
+    ema_sq_,
+    rms_denominator,
+    weight_decay,
+)
+from optimlab.optim import validation as check
+from optimlab.optim.base import Optimizer
+
+AMSGRAD_FORMS = ("raw", "corrected")
+
+
+class Adam(Optimizer):
+    r"""Adam (Kingma & Ba, arXiv:1412.6980, Algorithm 1), with AMSGrad (Reddi, Kale & Kumar,
+    arXiv:1904.09237, Algorithm 2) as an option.
+
+    With ``m`` = ``exp_avg``, ``v`` = ``exp_avg_sq``, ``t`` the step and ``g`` the gradient::
+
+        m ← β₁·m + (1−β₁)·g                       (Alg. 1 line 7)
+        v ← β₂·v + (1−β₂)·g⊙g                     (line 8)
+        m̂ = m / (1−β₁ᵗ),  v̂ = v / (1−β₂ᵗ)          (lines 9-10)
+        θ ← θ − lr · m̂ / (√v̂ + ε)                  (line 11)
+
+    ``eps_inside_sqrt=True`` uses ``√(v̂ + ε)`` instead. With ``amsgrad`` the denominator uses
+    a running maximum ``v_max`` = ``max_exp_avg_sq``: ``amsgrad_form="raw"`` (torch) keeps
+    ``v_max ← max(v_max, v)`` and bias-corrects it, ``v̂ = v_max/(1−β₂ᵗ)``; ``"corrected"``
+    keeps ``v_max ← max(v_max, v/(1−β₂ᵗ))`` and uses it as ``v̂``. (Reddi et al.'s Algorithm 2
+    itself has no bias correction at all.)
+
+    Weight decay: ``weight_decay_mode="l2"`` adds ``λθ`` to ``g`` (torch.optim.Adam);
+    ``"decoupled"`` is AdamW. State: ``step``, ``exp_avg``, ``exp_avg_sq`` (+
+    ``max_exp_avg_sq``): 8 bytes/param in fp32, 12 with amsgrad.
+    """
+
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        weight_decay_mode: str = "l2",
+        eps_inside_sqrt: bool = False,
+        amsgrad_form: str = "raw",
+        engine: str = "auto",
+    ) -> None:
+        defaults = dict(
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            amsgrad=amsgrad,
+            maximize=maximize,
+            weight_decay_mode=weight_decay_mode,
+            eps_inside_sqrt=eps_inside_sqrt,
+            amsgrad_form=amsgrad_form,
+        )
+        super().__init__(params, defaults, engine=engine)
+
+    def _validate_group(self, group: dict) -> None:
+        check.check_eps(group["eps"])
+        check.check_betas(group["betas"])
+        check.check_bool("amsgrad", group["amsgrad"])
+        check.check_bool("eps_inside_sqrt", group["eps_inside_sqrt"])
+        check.check_choice("amsgrad_form", group["amsgrad_form"], AMSGRAD_FORMS)
+
+    def _state_keys(self, group: dict) -> tuple[str, ...]:
+        keys = ("exp_avg", "exp_avg_sq")
+        return keys + ("max_exp_avg_sq",) if group["amsgrad"] else keys
+
+    def _update(self, ops, group, params, grads, state, steps, raw, info) -> None:
+        lr, (beta1, beta2) = group["lr"], group["betas"]
+        g = direction(ops, grads, group["maximize"])
+        g = weight_decay(
+            ops,
+            params,
+            g,
+            mode=group["weight_decay_mode"],
+            lr=lr,
+            decay=group["weight_decay"],
+            initial_lr=group["initial_lr"],
+        )
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        ema_(ops, m, g, beta1)
+        ema_sq_(ops, v, g, beta2)
+        bc1 = bias_correction(beta1, steps)
+        bc2 = bias_correction(beta2, steps)
+        if group["amsgrad"]:
+            v_max = state["max_exp_avg_sq"]
+            if group["amsgrad_form"] == "raw":
+                ops.maximum_(v_max, v)
+            else:
+                ops.maximum_(v_max, ops.mul(v, [1.0 / b for b in bc2]))
+                bc2 = 1.0
+            v = v_max
+        denom = rms_denominator(
+            ops, v, eps=group["eps"], eps_inside_sqrt=group["eps_inside_sqrt"], bc2=bc2
+        )
+        descend_(ops, params, m, denom, [lr / b for b in bc1])
+
+
+class AdamW(Adam):
+    r"""AdamW: Adam with decoupled weight decay (Loshchilov & Hutter, arXiv:1711.05101, Alg. 2).
+
+    The decay acts on the parameters directly, outside the adaptive ratio::
+
+        θ ← θ − lr·λ·θ            (weight_decay_mode="decoupled", torch.optim.AdamW)
+        θ ← θ − η·λ·θ             (weight_decay_mode="scheduled": the paper, η = lr/initial_lr)
+        θ ← θ − lr · m̂ / (√v̂ + ε)   (the Adam step, see :class:`Adam`)
+
+    Adding ``λθ`` into the gradient or into ``m`` instead is L2-regularised Adam, not AdamW.
+    """
+
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        weight_decay_mode: str = "decoupled",
+        eps_inside_sqrt: bool = False,
+        amsgrad_form: str = "raw",
+        engine: str = "auto",
+    ) -> None:
+        super().__init__(
+            params,
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            amsgrad,
+            maximize=maximize,
+            weight_decay_mode=weight_decay_mode,
+            eps_inside_sqrt=eps_inside_sqrt,
+            amsgrad_form=amsgrad_form,
+            engine=engine,
+        )
+
+
+class AMSGrad(Adam):
+    r"""AMSGrad (Reddi, Kale & Kumar, arXiv:1904.09237, Algorithm 2): :class:`Adam` whose
+    denominator never decreases, ``v_max ← max(v_max, v)``. Identical to
+    ``Adam(..., amsgrad=True)``; see :class:`Adam` for ``amsgrad_form``.
+    """
+
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        *,
+        maximize: bool = False,
+        weight_decay_mode: str = "l2",
+        eps_inside_sqrt: bool = False,
+        amsgrad_form: str = "raw",
+        engine: str = "auto",
+    ) -> None:
+        super().__init__(
+            params,
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            True,
+            maximize=maximize,
+            weight_decay_mode=weight_decay_mode,
+            eps_inside_sqrt=eps_inside_sqrt,
+            amsgrad_form=amsgrad_form,
+            engine=engine,
+        )

@@ -1,0 +1,71 @@
+"""Adamax: Adam with the infinity norm in place of the second moment."""
+
+from __future__ import annotations
+
+from optimlab.core.transforms import direction, ema_, negate, weight_decay
+from optimlab.optim import validation as check
+from optimlab.optim.base import Optimizer
+
+
+class Adamax(Optimizer):
+    r"""Adamax (Kingma & Ba, arXiv:1412.6980, Algorithm 2).
+
+    With ``m`` = ``exp_avg`` and ``u`` = ``exp_inf``::
+
+        m ← β₁·m + (1−β₁)·g                 (Alg. 2 line 7)
+        u ← max(β₂·u, |g| + ε)              (line 8; the paper has no ε, torch adds it so
+                                             that u > 0 when g = 0)
+        θ ← θ − lr/(1−β₁ᵗ) · m / u          (line 9)
+
+    No bias correction is needed for ``u``. State: ``step``, ``exp_avg``, ``exp_inf`` (8
+    bytes/param in fp32). Matches torch.optim.Adamax.
+    """
+
+    def __init__(
+        self,
+        params,
+        lr: float = 2e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        *,
+        maximize: bool = False,
+        weight_decay_mode: str = "l2",
+        engine: str = "auto",
+    ) -> None:
+        defaults = dict(
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            maximize=maximize,
+            weight_decay_mode=weight_decay_mode,
+        )
+        super().__init__(params, defaults, engine=engine)
+
+    def _validate_group(self, group: dict) -> None:
+        check.check_eps(group["eps"])
+        check.check_betas(group["betas"])
+
+    def _state_keys(self, group: dict) -> tuple[str, ...]:
+        return ("exp_avg", "exp_inf")
+
+    def _update(self, ops, group, params, grads, state, steps, raw, info) -> None:
+        lr, (beta1, beta2) = group["lr"], group["betas"]
+        g = direction(ops, grads, group["maximize"])
+        g = weight_decay(
+            ops,
+            params,
+            g,
+            mode=group["weight_decay_mode"],
+            lr=lr,
+            decay=group["weight_decay"],
+            initial_lr=group["initial_lr"],
+        )
+        m, u = state["exp_avg"], state["exp_inf"]
+        ema_(ops, m, g, beta1)
+        ops.mul_(u, beta2)
+        abs_g = ops.abs(g)
+        ops.add_scalar_(abs_g, group["eps"])
+        ops.maximum_(u, abs_g)
+        ops.addcdiv_(params, m, u, negate([lr / (1.0 - beta1**t) for t in steps]))

@@ -1,0 +1,96 @@
+"""RMSprop: divide the gradient by a running root-mean-square of recent gradients."""
+
+from __future__ import annotations
+
+from optimlab.core.transforms import direction, ema_, ema_sq_, rms_denominator, weight_decay
+from optimlab.optim import validation as check
+from optimlab.optim.base import Optimizer
+
+
+class RMSprop(Optimizer):
+    r"""RMSprop (Tieleman & Hinton, Coursera lecture 6.5, 2012); centered form from Graves,
+    arXiv:1308.0850, eq. 38-45.
+
+    With ``α`` the smoothing constant, ``v`` = ``square_avg``, ``ḡ`` = ``grad_avg`` and ``b`` =
+    ``momentum_buffer``::
+
+        v ← α·v + (1−α)·g⊙g
+        ḡ ← α·ḡ + (1−α)·g                 (centered only)
+        s = v − ḡ⊙ḡ if centered else v
+        D = √s + ε      (default, torch)   or   √(s + ε)   (eps_inside_sqrt=True, e.g. Keras/TF)
+        b ← μ·b + g/D,  θ ← θ − lr·b       (momentum μ > 0)
+        θ ← θ − lr·g/D                     (otherwise)
+
+    ``v`` is a per-coordinate average over time. There is no bias correction: ``v`` starts at
+    0, so early steps are larger than ``lr`` (compare Adam). State: ``step``, ``square_avg``
+    (+ ``momentum_buffer``, + ``grad_avg``): 4-12 bytes/param in fp32.
+    """
+
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        momentum: float = 0.0,
+        centered: bool = False,
+        *,
+        maximize: bool = False,
+        eps_inside_sqrt: bool = False,
+        weight_decay_mode: str = "l2",
+        engine: str = "auto",
+    ) -> None:
+        defaults = dict(
+            lr=lr,
+            alpha=alpha,
+            eps=eps,
+            weight_decay=weight_decay,
+            momentum=momentum,
+            centered=centered,
+            maximize=maximize,
+            eps_inside_sqrt=eps_inside_sqrt,
+            weight_decay_mode=weight_decay_mode,
+        )
+        super().__init__(params, defaults, engine=engine)
+
+    def _validate_group(self, group: dict) -> None:
+        check.check_eps(group["eps"])
+        check.check_nonnegative("momentum", group["momentum"])
+        check.check_nonnegative("alpha", group["alpha"])
+        check.check_bool("centered", group["centered"])
+        check.check_bool("eps_inside_sqrt", group["eps_inside_sqrt"])
+
+    def _state_keys(self, group: dict) -> tuple[str, ...]:
+        keys = ("square_avg",)
+        if group["momentum"] > 0:
+            keys += ("momentum_buffer",)
+        if group["centered"]:
+            keys += ("grad_avg",)
+        return keys
+
+    def _update(self, ops, group, params, grads, state, steps, raw, info) -> None:
+        lr, alpha = group["lr"], group["alpha"]
+        g = direction(ops, grads, group["maximize"])
+        g = weight_decay(
+            ops,
+            params,
+            g,
+            mode=group["weight_decay_mode"],
+            lr=lr,
+            decay=group["weight_decay"],
+            initial_lr=group["initial_lr"],
+        )
+        v = state["square_avg"]
+        ema_sq_(ops, v, g, alpha)
+        if group["centered"]:
+            ema_(ops, state["grad_avg"], g, alpha)
+            v = ops.addcmul(v, state["grad_avg"], state["grad_avg"], -1.0)
+        denom = rms_denominator(ops, v, eps=group["eps"], eps_inside_sqrt=group["eps_inside_sqrt"])
+        if group["momentum"] > 0:
+            buf = state["momentum_buffer"]
+            ops.mul_(buf, group["momentum"])
+            ops.addcdiv_(buf, g, denom, 1.0)
+            ops.add_(params, buf, alpha=-lr)
+        else:
+            ops.addcdiv_(params, g, denom, -lr)

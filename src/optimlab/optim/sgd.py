@@ -1,0 +1,121 @@
+"""Stochastic gradient descent with momentum, dampening and Nesterov's look-ahead."""
+
+from __future__ import annotations
+
+import torch
+
+from optimlab.core.transforms import direction, weight_decay
+from optimlab.optim import validation as check
+from optimlab.optim.base import Optimizer
+
+MOMENTUM_FORMS = ("torch", "sutskever")
+
+
+class SGD(Optimizer):
+    r"""SGD, optionally with momentum (Polyak 1964) and Nesterov momentum (Sutskever et al. 2013).
+
+    With ``g`` the gradient (negated if ``maximize``; plus ``λθ`` for L2 decay), ``μ`` the
+    momentum, ``τ`` the dampening and ``b`` the ``momentum_buffer``:
+
+    ``momentum_form="torch"`` (default, torch.optim.SGD)::
+
+        b ← g                      at the first step
+        b ← μ·b + (1−τ)·g          afterwards
+        d = g + μ·b if nesterov else b
+        θ ← θ − lr·d
+
+    ``momentum_form="sutskever"`` (Sutskever, Martens, Dahl & Hinton, ICML 2013, eq. 1-4,
+    with the look-ahead rewritten as in Bengio et al. arXiv:1212.0901)::
+
+        b ← μ·b + lr·g             (b starts at 0)
+        θ ← θ − (μ·b + lr·g) if nesterov else θ − b
+
+    The two forms agree while lr is constant; when a schedule changes lr, the torch form
+    applies the new lr to the whole accumulated velocity at once, while the Sutskever form
+    changes only the new contribution. With ``momentum=0`` both are plain SGD.
+    State: ``momentum_buffer`` (only when ``momentum != 0``), 4 bytes/param in fp32.
+    """
+
+    counts_steps = False
+    lazy_state_keys = ("momentum_buffer",)
+
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+        momentum_form: str = "torch",
+        weight_decay_mode: str = "l2",
+        engine: str = "auto",
+    ) -> None:
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            maximize=maximize,
+            momentum_form=momentum_form,
+            weight_decay_mode=weight_decay_mode,
+        )
+        super().__init__(params, defaults, engine=engine)
+
+    def _validate_group(self, group: dict) -> None:
+        check.check_nonnegative("momentum", group["momentum"])
+        check.check_nonnegative("dampening", group["dampening"])
+        check.check_bool("nesterov", group["nesterov"])
+        check.check_choice("momentum_form", group["momentum_form"], MOMENTUM_FORMS)
+        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+        if group["momentum_form"] == "sutskever" and group["dampening"] != 0:
+            raise ValueError("Invalid dampening value: momentum_form='sutskever' has no dampening")
+
+    def _state_keys(self, group: dict) -> tuple[str, ...]:
+        return ("momentum_buffer",) if group["momentum"] != 0 else ()
+
+    def _init_state(self, group, p, state) -> None:
+        # Like torch, the momentum buffer is created from the first gradient, in _update.
+        pass
+
+    def _update(self, ops, group, params, grads, state, steps, raw, info) -> None:
+        lr, mu = group["lr"], group["momentum"]
+        g = direction(ops, grads, group["maximize"])
+        g = weight_decay(
+            ops,
+            params,
+            g,
+            mode=group["weight_decay_mode"],
+            lr=lr,
+            decay=group["weight_decay"],
+            initial_lr=group["initial_lr"],
+        )
+        if mu == 0:
+            ops.add_(params, g, alpha=-lr)
+            return
+        bufs = state["momentum_buffer"]
+        fresh = [i for i, b in enumerate(bufs) if b is None]
+        if group["momentum_form"] == "torch":
+            old = [i for i, b in enumerate(bufs) if b is not None]
+            if old:
+                old_bufs = [bufs[i] for i in old]
+                ops.mul_(old_bufs, mu)
+                ops.add_(old_bufs, [g[i] for i in old], alpha=1.0 - group["dampening"])
+            for i, b in zip(fresh, ops.clone([g[i] for i in fresh])):
+                bufs[i] = b
+            d = ops.add(g, bufs, alpha=mu) if group["nesterov"] else bufs
+            ops.add_(params, d, alpha=-lr)
+        else:
+            for i in fresh:
+                bufs[i] = torch.zeros_like(g[i])
+            ops.mul_(bufs, mu)
+            ops.add_(bufs, g, alpha=lr)
+            if group["nesterov"]:
+                ops.add_(params, bufs, alpha=-mu)
+                ops.add_(params, g, alpha=-lr)
+            else:
+                ops.add_(params, bufs, alpha=-1.0)
