@@ -9,7 +9,7 @@ from optimlab.optim.base import Optimizer
 
 class RMSprop(Optimizer):
     r"""RMSprop (Tieleman & Hinton, Coursera lecture 6.5, 2012); centered form from Graves,
-    arXiv:1308.0850, eq. 38-45.
+    arXiv:1308.0850, Section 4.
 
     With ``α`` the smoothing constant, ``v`` = ``square_avg``, ``ḡ`` = ``grad_avg`` and ``b`` =
     ``momentum_buffer``::
