@@ -28,7 +28,7 @@ def rmsprop(
     Tieleman & Hinton, COURSERA "Neural Networks for Machine Learning", lecture 6.5 (2012):
     divide the gradient by a running root mean square of recent gradients. The centred variant
     divides by a running standard deviation instead (Graves, "Generating Sequences With
-    Recurrent Neural Networks", arXiv:1308.0850, eq. 38-45). With α = alpha, μ = momentum:
+    Recurrent Neural Networks", arXiv:1308.0850, Section 4). With α = alpha, μ = momentum:
 
         v ← α·v + (1 − α)·g²
         centered:  ḡ ← α·ḡ + (1 − α)·g;  s = v − ḡ²        otherwise: s = v
