@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from specs import SPEC_BY_NAME, SPECS, _common_errors, spec_configs, torch_kwargs
 
 import optimlab
 from optimlab.reference import REFERENCES
+
+from specs import SPEC_BY_NAME, SPECS, _common_errors, spec_configs, torch_kwargs
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = list(spec_configs())

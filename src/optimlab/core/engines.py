@@ -15,18 +15,23 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from optimlab.core import fused
 from optimlab.core.tensorlist import FOREACH, LOOP, group_by_device_and_dtype
 
 ENGINES = ("auto", "loop", "foreach", "fused")
 
 
-def resolve_engine(name: str) -> str:
-    """The concrete engine ``name`` stands for."""
-    if name == "auto":
-        return "foreach"
-    if name == "fused":
-        raise NotImplementedError("engine='fused' is not available in this build")
-    return name
+def resolve_engine(name: str, numel: int = 0, device: torch.device | None = None) -> str:
+    """The concrete engine ``name`` stands for, for a group of ``numel`` elements on ``device``.
+
+    ``auto`` fuses on CUDA, and on CPU once the group is large enough to repay the compile
+    (:data:`optimlab.core.fused.AUTO_MIN_NUMEL`); otherwise it uses ``foreach``.
+    """
+    if name != "auto":
+        return name
+    if device is not None and device.type == "cuda":
+        return "fused"
+    return "fused" if numel >= fused.AUTO_MIN_NUMEL else "foreach"
 
 
 def as_real(t: Tensor | None) -> Tensor | None:
@@ -40,9 +45,8 @@ def run_step(
     opt, group: dict, params: list[Tensor], grads: list[Tensor], states: list[dict], info: dict
 ) -> None:
     """Advance step counters and apply ``opt._update`` to one param group."""
-    engine = resolve_engine(opt.engine)
-    ops = LOOP if engine == "loop" else FOREACH
-    if engine == "loop":
+    ops = LOOP if opt.engine == "loop" else FOREACH
+    if opt.engine == "loop":
         buckets = [list(range(len(params)))]
     else:
         buckets = list(group_by_device_and_dtype(params).values())
@@ -66,3 +70,59 @@ def run_step(
                 t = state[k][i]
                 if t is not None:
                     raw[i][k] = torch.view_as_complex(t) if params[idx[i]].is_complex() else t
+
+
+def new_fused_stats() -> dict:
+    """Counters the fused engine keeps per optimizer (see :mod:`optimlab.core.fused`)."""
+    return {
+        "fused_steps": 0,
+        "torch_fused_steps": 0,
+        "eager_steps": 0,
+        "grad_copies": 0,
+        "rebuilds": 0,
+        "compile_seconds": None,
+    }
+
+
+def try_fused_step(opt, index: int, group: dict, info: dict) -> bool:
+    """Run group ``index`` fused if its flat buckets exist and fit this step; else ``False``."""
+    buckets = opt._flat.get(index)
+    if buckets is None:
+        return False
+    stats = opt.fused_stats
+    if sum(len(b.params) for b in buckets) != len(group["params"]):
+        del opt._flat[index]
+        return False
+    for bucket in buckets:
+        status = fused.sync_grads(bucket, stats)
+        if status == fused.SYNC_MOVED:
+            del opt._flat[index]  # someone replaced a parameter's storage: rebuild
+            return False
+        if status == fused.SYNC_NONE or not fused.is_uniform(bucket):
+            for b in buckets:
+                b.uniform = None
+            return False
+    keys = opt._state_keys(group)
+    for bucket in buckets:
+        fused.run_fused(opt, group, bucket, keys, info, stats)
+    return True
+
+
+def maybe_build_buckets(opt, index: int, group: dict) -> None:
+    """After an eager step, move a group wanting the fused engine into flat buffers."""
+    params = group["params"]
+    if not params or index in opt._flat:
+        return
+    device = params[0].device
+    numel = sum(p.numel() for p in params)
+    if resolve_engine(opt.engine, numel, device) != "fused":
+        return
+    states = [opt.state.get(p, {}) for p in params]
+    keys = opt._state_keys(group)
+    if any(p.grad is None for p in params) or not fused.fusable(params, states, keys):
+        return
+    buckets = []
+    for idx in group_by_device_and_dtype(params).values():
+        buckets.append(fused.build_bucket([params[i] for i in idx], [states[i] for i in idx], keys))
+    opt._flat[index] = buckets
+    opt.fused_stats["rebuilds"] += 1

@@ -67,6 +67,11 @@ class LoopOps:
         for x, si in zip(xs, _per_tensor(s, len(xs))):
             x.add_(si)
 
+    def add_scaled_(self, xs: TensorList, ys: TensorList, s: Scalar) -> None:
+        """``x ← x + s·y`` with a per-tensor ``s``."""
+        for x, y, si in zip(xs, ys, _per_tensor(s, len(xs))):
+            x.add_(y, alpha=si)
+
     def mul(self, xs: TensorList, s: Scalar) -> TensorList:
         return [torch.mul(x, si) for x, si in zip(xs, _per_tensor(s, len(xs)))]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from optimlab.core import torch_fused
 from optimlab.core.transforms import accumulate_sq_, direction, negate, weight_decay
 from optimlab.optim import validation as check
 from optimlab.optim.base import Optimizer, scalar_step_tensor
@@ -83,3 +84,19 @@ class Adagrad(Optimizer):
         ops.add_scalar_(std, group["eps"])
         clr = [lr / (1.0 + (t - 1.0) * group["lr_decay"]) for t in steps]
         ops.addcdiv_(params, g, std, negate(clr))
+
+    def _torch_fused(self, group, param, grad, state, step) -> bool:
+        if group["weight_decay_mode"] != "l2":
+            return False
+        torch_fused.adagrad_(
+            param,
+            grad,
+            state["sum"],
+            step,
+            lr=group["lr"],
+            lr_decay=group["lr_decay"],
+            weight_decay=group["weight_decay"],
+            eps=group["eps"],
+            maximize=group["maximize"],
+        )
+        return True

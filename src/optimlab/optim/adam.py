@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from optimlab.core import torch_fused
 from optimlab.core.transforms import (
     bias_correction,
     descend_,
@@ -107,6 +108,30 @@ class Adam(Optimizer):
             ops, v, eps=group["eps"], eps_inside_sqrt=group["eps_inside_sqrt"], bc2=bc2
         )
         descend_(ops, params, m, denom, [lr / b for b in bc1])
+
+    def _torch_fused(self, group, param, grad, state, step) -> bool:
+        mode = group["weight_decay_mode"]
+        if (
+            mode == "scheduled"
+            or group["eps_inside_sqrt"]
+            or (group["amsgrad"] and group["amsgrad_form"] != "raw")
+        ):
+            return False
+        torch_fused.adam_(
+            param,
+            grad,
+            state["exp_avg"],
+            state["exp_avg_sq"],
+            state.get("max_exp_avg_sq"),
+            step,
+            lr=group["lr"],
+            betas=group["betas"],
+            eps=group["eps"],
+            weight_decay=group["weight_decay"],
+            decoupled=mode == "decoupled",
+            maximize=group["maximize"],
+        )
+        return True
 
 
 class AdamW(Adam):

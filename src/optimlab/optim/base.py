@@ -21,7 +21,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from optimlab.core.engines import ENGINES, run_step
+from optimlab.core.engines import (
+    ENGINES,
+    maybe_build_buckets,
+    new_fused_stats,
+    run_step,
+    try_fused_step,
+)
 from optimlab.core.transforms import WEIGHT_DECAY_MODES
 from optimlab.optim import validation as check
 
@@ -54,6 +60,8 @@ class Optimizer(torch.optim.Optimizer):
             )
         self.engine = engine
         self.step_info: list[dict[str, Any]] = []
+        self._flat: dict[int, list] = {}  # fused engine: group index -> flat buckets
+        self.fused_stats = new_fused_stats()
         super().__init__(params, defaults)
 
     # -- param groups ------------------------------------------------------------------------
@@ -93,6 +101,8 @@ class Optimizer(torch.optim.Optimizer):
         super().__setstate__(state)
         self.__dict__.setdefault("engine", "auto")
         self.__dict__.setdefault("step_info", [])
+        self.__dict__["_flat"] = {}
+        self.__dict__.setdefault("fused_stats", new_fused_stats())
         for group in self.param_groups:
             # A torch.optim checkpoint lacks optimlab's options: take the constructor's values,
             # but honour torch's own switch for decoupled decay when it is there.
@@ -117,8 +127,11 @@ class Optimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         self.step_info = []
-        for group in self.param_groups:
+        for index, group in enumerate(self.param_groups):
             info: dict[str, Any] = {}
+            if self.engine in ("fused", "auto") and try_fused_step(self, index, group, info):
+                self.step_info.append(info)
+                continue
             params: list[Tensor] = []
             grads: list[Tensor] = []
             states: list[dict] = []
@@ -143,11 +156,56 @@ class Optimizer(torch.optim.Optimizer):
                 states.append(state)
             if params:
                 run_step(self, group, params, grads, states, info)
+                if self.engine in ("fused", "auto"):
+                    if index in self._flat:
+                        self.fused_stats["eager_steps"] += 1
+                    else:
+                        maybe_build_buckets(self, index, group)
             self.step_info.append(info)
         return loss
 
-    def _update(self, ops, group, params, grads, state, steps, info) -> None:
+    # -- the fused engine's flat storage ----------------------------------------------------
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Reset gradients. Groups in the fused engine's flat storage keep their gradient views
+        and are zeroed in one pass, whatever ``set_to_none`` says (see docs/engines.md)."""
+        covered = set()
+        for buckets in self._flat.values():
+            for bucket in buckets:
+                bucket.flat_grad.zero_()
+                for p, view in zip(bucket.params, bucket.grad_views):
+                    if p.grad is not view:
+                        p.grad = view
+                    covered.add(p)
+        if not covered:
+            super().zero_grad(set_to_none)
+            return
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p in covered or p.grad is None:
+                    continue
+                if set_to_none:
+                    p.grad = None
+                else:
+                    p.grad.detach_().requires_grad_(False)
+                    p.grad.zero_()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # Loaded state arrives as separate tensors; flat storage is rebuilt after a step.
+        self._flat = {}
+        super().load_state_dict(state_dict)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["engine"] = self.engine
+        return state
+
+    def _update(self, ops, group, params, grads, state, steps, raw, info) -> None:
         raise NotImplementedError
+
+    def _torch_fused(self, group, param, grad, state, step) -> bool:
+        """Step one flat buffer with a torch fused kernel if one computes exactly this
+        group's formula; return whether it did. ``step`` is already incremented."""
+        return False
 
     def state_dict(self) -> dict[str, Any]:
         sd = super().state_dict()

@@ -106,7 +106,8 @@ class RAdam(Optimizer):
             ops.addcdiv_([params[i] for i in on], [m[i] for i in on], denom, step)
         off = [i for i, ok in enumerate(rectified) if not ok]
         if off and group["below_threshold"] == "sgd":
-            for i in off:
-                params[i].add_(m[i], alpha=-lr / bc1[i])
+            ops.add_scaled_(
+                [params[i] for i in off], [m[i] for i in off], [-lr / bc1[i] for i in off]
+            )
         latest = max(range(len(steps)), key=steps.__getitem__)
         info["rectified"] = rectified[latest]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from optimlab.core import torch_fused
 from optimlab.core.transforms import direction, weight_decay
 from optimlab.optim import validation as check
 from optimlab.optim.base import Optimizer
@@ -119,3 +120,19 @@ class SGD(Optimizer):
                 ops.add_(params, g, alpha=-lr)
             else:
                 ops.add_(params, bufs, alpha=-1.0)
+
+    def _torch_fused(self, group, param, grad, state, step) -> bool:
+        if group["momentum_form"] != "torch" or group["weight_decay_mode"] != "l2":
+            return False
+        torch_fused.sgd_(
+            param,
+            grad,
+            state.get("momentum_buffer"),
+            lr=group["lr"],
+            momentum=group["momentum"],
+            dampening=group["dampening"],
+            nesterov=group["nesterov"],
+            weight_decay=group["weight_decay"],
+            maximize=group["maximize"],
+        )
+        return True

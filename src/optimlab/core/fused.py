@@ -1,0 +1,364 @@
+"""The fused engine: one pass over memory per step, for every optimizer, from the same formula.
+
+Two ideas make this work without a single hand-written kernel.
+
+**Flat storage.** For each param group and each ``(device, dtype)`` the parameters, their
+gradients and every elementwise state tensor live in one contiguous buffer each. Parameters stay
+the same ``nn.Parameter`` objects: only their ``.data`` is re-pointed to a view of the flat
+buffer, so the model, its hooks and its ``state_dict`` are unaffected. ``p.grad`` is a view of
+the flat gradient buffer, so autograd accumulates straight into it; a gradient that arrives as
+a new tensor (after ``model.zero_grad(set_to_none=True)``) is copied in and counted in
+``fused_stats["grad_copies"]``. Per-parameter scalar state (``step``, NAdam's ``mu_product``) is
+a 0-d view into a flat vector too, so a checkpoint has exactly the loop engine's keys and values.
+Thousands of small tensors then cost one pass, like one big one.
+
+**Record, then compile.** The optimizer's ``_update`` (its one formula) runs with
+:class:`RecordingOps`, which writes down the sequence of tensor operations and the Python
+scalars they use instead of executing them. The sequence (the *program*) depends only on the
+optimizer's configuration; the scalars (lr, β, bias corrections, bounds...) change every step
+and are passed to the compiled program as one tensor, so a schedule that changes lr at every
+step causes no recompilation (the same trick as passing scalars as 0-d tensors). The program is
+compiled once per (program, device, dtype) with ``torch.compile``: C++/OpenMP on CPU, Triton on
+CUDA. Inductor fuses it into one loop that reads p, g and the state once and writes them once.
+
+A group falls back to the ``foreach`` path, on the same flat views and counted in
+``fused_stats["eager_steps"]``, for a step in which it cannot be fused: a parameter without a
+gradient, step counts that differ between parameters, a complex or sparse parameter, or state
+that does not exist yet (the first step).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from optimlab.core.tensorlist import LOOP, Scalar
+
+#: compile the recorded programs (``False``: run them eagerly, for tests and debugging)
+COMPILE = os.environ.get("OPTIMLAB_FUSED_COMPILE", "1") != "0"
+#: ``engine="auto"`` fuses a group from this many elements; below it the compile time (seconds
+#: on CPU) is not repaid and ``foreach`` is used.
+AUTO_MIN_NUMEL = int(os.environ.get("OPTIMLAB_FUSED_MIN_NUMEL", 1_000_000))
+
+
+# -- recording ----------------------------------------------------------------------------------
+class Sym:
+    """A placeholder for a flat tensor (an input of the program, or a value it computes)."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+
+def _symbolic(xs) -> bool:
+    return bool(xs) and isinstance(xs[0], Sym)
+
+
+def _first(s: Scalar):
+    if isinstance(s, (list, tuple)):
+        if len(s) != 1:
+            raise ValueError("the fused engine runs one flat tensor per list")
+        return s[0]
+    return s
+
+
+class RecordingOps:
+    """The tensor-list vocabulary of :class:`~optimlab.core.tensorlist.LoopOps`, recorded.
+
+    Lists of :class:`Sym` are recorded; lists of real tensors (e.g. a 0-d ``mu_product``) are
+    executed at once, eagerly.
+    """
+
+    name = "fused"
+
+    def __init__(self, n_inputs: int) -> None:
+        self.program: list[tuple] = []
+        self.values: list[float] = []
+        self.size = n_inputs
+
+    def _emit(self, op: str, tensors, scalars=(), out: bool = False):
+        slots = []
+        for s in scalars:
+            self.values.append(float(_first(s)))
+            slots.append(len(self.values) - 1)
+        index = -1
+        if out:
+            index = self.size
+            self.size += 1
+        self.program.append((op, index, tuple(t[0].index for t in tensors), tuple(slots)))
+        return [Sym(index)] if out else None
+
+    def _dispatch(op: str, n_tensors: int, n_scalars: int, out: bool):  # noqa: N805
+        def method(self, *args, **kwargs):
+            if kwargs:  # only ``alpha=`` is ever passed by keyword
+                args = (*args, *kwargs.values())
+            tensors, scalars = args[:n_tensors], args[n_tensors:]
+            if not _symbolic(tensors[0]):
+                return getattr(LOOP, op)(*args)
+            if len(scalars) < n_scalars:  # ``add``/``add_`` default alpha
+                scalars = (*scalars, 1.0)
+            return self._emit(op, tensors, scalars, out)
+
+        method.__name__ = op
+        return method
+
+    clone = _dispatch("clone", 1, 0, True)
+    neg = _dispatch("neg", 1, 0, True)
+    copy_ = _dispatch("copy_", 2, 0, False)
+    add = _dispatch("add", 2, 1, True)
+    add_ = _dispatch("add_", 2, 1, False)
+    add_scalar_ = _dispatch("add_scalar_", 1, 1, False)
+    add_scaled_ = _dispatch("add_scaled_", 2, 1, False)
+    mul = _dispatch("mul", 1, 1, True)
+    mul_ = _dispatch("mul_", 1, 1, False)
+    mul_tensors_ = _dispatch("mul_tensors_", 2, 0, False)
+    div_ = _dispatch("div_", 1, 1, False)
+    div_tensors_ = _dispatch("div_tensors_", 2, 0, False)
+    addcmul = _dispatch("addcmul", 3, 1, True)
+    addcmul_ = _dispatch("addcmul_", 3, 1, False)
+    addcdiv_ = _dispatch("addcdiv_", 3, 1, False)
+    lerp_ = _dispatch("lerp_", 2, 1, False)
+    sqrt = _dispatch("sqrt", 1, 0, True)
+    sqrt_ = _dispatch("sqrt_", 1, 0, False)
+    abs = _dispatch("abs", 1, 0, True)
+    maximum_ = _dispatch("maximum_", 2, 0, False)
+    reciprocal = _dispatch("reciprocal", 1, 0, True)
+    clamp_ = _dispatch("clamp_", 1, 2, False)
+    del _dispatch
+
+
+# -- executing ----------------------------------------------------------------------------------
+# How each recorded operation reads as Python source, from its tensors ``t*`` and scalars ``s*``
+# (0-d tensors). In-place results are written with ``copy_`` so the compiled graph stores
+# straight into the flat input buffers.
+_SOURCE = {
+    "clone": "{t0}.clone()",
+    "neg": "-{t0}",
+    "copy_": "{t0}.copy_({t1})",
+    "add": "{t0} + {t1} * {s0}",
+    "add_": "{t0}.copy_({t0} + {t1} * {s0})",
+    "add_scalar_": "{t0}.copy_({t0} + {s0})",
+    "add_scaled_": "{t0}.copy_({t0} + {t1} * {s0})",
+    "mul": "{t0} * {s0}",
+    "mul_": "{t0}.copy_({t0} * {s0})",
+    "mul_tensors_": "{t0}.copy_({t0} * {t1})",
+    "div_": "{t0}.copy_({t0} / {s0})",
+    "div_tensors_": "{t0}.copy_({t0} / {t1})",
+    "addcmul": "{t0} + {s0} * ({t1} * {t2})",
+    "addcmul_": "{t0}.copy_({t0} + {s0} * ({t1} * {t2}))",
+    "addcdiv_": "{t0}.copy_({t0} + {s0} * ({t1} / {t2}))",
+    "lerp_": "{t0}.copy_({t0} + {s0} * ({t1} - {t0}))",
+    "sqrt": "torch.sqrt({t0})",
+    "sqrt_": "{t0}.copy_(torch.sqrt({t0}))",
+    "abs": "torch.abs({t0})",
+    "maximum_": "{t0}.copy_(torch.maximum({t0}, {t1}))",
+    "reciprocal": "torch.reciprocal({t0})",
+    "clamp_": "{t0}.copy_(torch.minimum(torch.maximum({t0}, {s0}), {s1}))",
+}
+
+
+def kernel_source(program: tuple, n_inputs: int) -> str:
+    """The recorded program as the source of a straight-line function ``kernel``."""
+    names = ", ".join(f"t{i}" for i in range(n_inputs))
+    lines = ["def kernel(inputs, scalars):", f"    {names}, = inputs"]
+    for op, out, args, slots in program:
+        fields = {f"t{j}": f"t{a}" for j, a in enumerate(args)}
+        fields.update({f"s{j}": f"scalars[{k}]" for j, k in enumerate(slots)})
+        expr = _SOURCE[op].format(**fields)
+        lines.append(f"    t{out} = {expr}" if out >= 0 else f"    {expr}")
+    return "\n".join(lines) + "\n"
+
+
+def build_kernel(program: tuple, n_inputs: int):
+    """A plain Python function running ``program`` on ``(inputs, scalars)``.
+
+    Each program gets its own generated function (its own code object) because torch.compile
+    caches compiled code per code object: one shared interpreter function would be
+    "recompiled" for every optimizer configuration and hit dynamo's recompile limit.
+    """
+    source = kernel_source(program, n_inputs)
+    namespace = {"torch": torch}
+    exec(compile(source, f"<optimlab-fused-{abs(hash(program)):x}>", "exec"), namespace)
+    kernel = namespace["kernel"]
+    kernel.source = source
+    return kernel
+
+
+_KERNELS: dict[tuple, object] = {}
+
+
+def get_kernel(
+    program: tuple, n_inputs: int, device: torch.device, dtype: torch.dtype, compile_: bool
+):
+    """The (compiled) kernel for a program, built once per (program, device, dtype)."""
+    key = (program, n_inputs, str(device), dtype, compile_)
+    kernel = _KERNELS.get(key)
+    if kernel is None:
+        kernel = build_kernel(program, n_inputs)
+        if compile_:
+            kernel = torch.compile(kernel, fullgraph=True, dynamic=False)
+        _KERNELS[key] = kernel
+    return kernel
+
+
+# -- flat storage -------------------------------------------------------------------------------
+@dataclass
+class FlatBucket:
+    """The flat buffers of the parameters of one group that share a device and dtype."""
+
+    params: list[Tensor]
+    offsets: list[int]
+    flat_param: Tensor
+    flat_grad: Tensor
+    grad_views: list[Tensor]
+    state: dict[str, Tensor]  # elementwise state, one flat buffer per key
+    scalars: dict[str, Tensor]  # 0-d per-parameter state (step, mu_product), one vector per key
+    ptrs: list[int] = field(default_factory=list)
+    uniform: bool | None = None
+
+    @property
+    def numel(self) -> int:
+        return self.flat_param.numel()
+
+
+def _flatten(tensors: list[Tensor], like: Tensor) -> Tensor:
+    flat = torch.empty(sum(t.numel() for t in tensors), dtype=like.dtype, device=like.device)
+    offset = 0
+    for t in tensors:
+        flat[offset : offset + t.numel()].copy_(t.reshape(-1))
+        offset += t.numel()
+    return flat
+
+
+def build_bucket(params: list[Tensor], states: list[dict], keys: tuple[str, ...]) -> FlatBucket:
+    """Move ``params``, their grads and state into flat buffers; re-point everything to views."""
+    offsets, offset = [], 0
+    for p in params:
+        offsets.append(offset)
+        offset += p.numel()
+    flat_param = _flatten([p.detach() for p in params], params[0])
+    flat_grad = torch.zeros_like(flat_param)
+    grad_views = []
+    with torch.no_grad():
+        for p, o in zip(params, offsets):
+            view = flat_param[o : o + p.numel()].view_as(p)
+            p.data = view
+            g = flat_grad[o : o + p.numel()].view_as(p)
+            if p.grad is not None:
+                g.copy_(p.grad)
+            p.grad = g
+            grad_views.append(g)
+    state = {}
+    for key in keys:
+        flat = _flatten([s[key] for s in states], params[0])
+        for s, p, o in zip(states, params, offsets):
+            s[key] = flat[o : o + p.numel()].view_as(p)
+        state[key] = flat
+    scalars = {}
+    for key, value in states[0].items():
+        if torch.is_tensor(value) and value.dim() == 0:
+            vec = torch.stack([s[key] for s in states])
+            for i, s in enumerate(states):
+                s[key] = vec[i]
+            scalars[key] = vec
+    return FlatBucket(
+        params=list(params),
+        offsets=offsets,
+        flat_param=flat_param,
+        flat_grad=flat_grad,
+        grad_views=grad_views,
+        state=state,
+        scalars=scalars,
+        ptrs=[p.data_ptr() for p in params],
+    )
+
+
+def fusable(params: list[Tensor], states: list[dict], keys: tuple[str, ...]) -> bool:
+    """Whether a bucket can be built: real dense tensors with all their state present."""
+    for p, s in zip(params, states):
+        if p.is_complex() or p.is_sparse or not p.dtype.is_floating_point:
+            return False
+        for key in keys:
+            if not torch.is_tensor(s.get(key)):
+                return False
+    return True
+
+
+SYNC_OK, SYNC_NONE, SYNC_MOVED = 0, 1, 2
+
+
+def sync_grads(bucket: FlatBucket, stats: dict) -> int:
+    """Make every ``p.grad`` the flat view again, copying in gradients that arrived elsewhere."""
+    for i, p in enumerate(bucket.params):
+        if p.data_ptr() != bucket.ptrs[i]:
+            return SYNC_MOVED
+        g = p.grad
+        if g is None:
+            return SYNC_NONE
+        view = bucket.grad_views[i]
+        if g is not view:
+            if g.is_sparse:
+                return SYNC_NONE
+            view.copy_(g)
+            p.grad = view
+            stats["grad_copies"] += 1
+    return SYNC_OK
+
+
+def is_uniform(bucket: FlatBucket) -> bool:
+    """Whether every parameter of the bucket has the same step count (and scalar state)."""
+    if bucket.uniform is None:
+        bucket.uniform = all(
+            bool((vec == vec[0]).all()) for vec in bucket.scalars.values() if vec.numel()
+        )
+    return bucket.uniform
+
+
+def run_fused(
+    opt, group: dict, bucket: FlatBucket, keys: tuple[str, ...], info: dict, stats: dict
+) -> None:
+    """One fused step of ``opt``'s formula over ``bucket``."""
+    steps = None
+    raw = [{key: vec[0] for key, vec in bucket.scalars.items()}]
+    if opt.counts_steps:
+        step = bucket.scalars["step"]
+        step.add_(1.0)
+        steps = [step[0].item()]
+    flat = bucket.flat_param
+    state_flats = {key: bucket.state[key] for key in keys}
+    step_t = bucket.scalars["step"][0] if opt.counts_steps else None
+    # torch's kernels are used for fp32/fp64 only: its bf16 SGD kernel rounds more often.
+    if (
+        flat.device.type == "cpu"
+        and flat.dtype in (torch.float32, torch.float64)
+        and opt._torch_fused(group, flat, bucket.flat_grad, state_flats, step_t)
+    ):
+        stats["torch_fused_steps"] += 1
+        return
+    names = ("param", "grad", *keys)
+    rec = RecordingOps(len(names))
+    state = {key: [Sym(2 + j)] for j, key in enumerate(keys)}
+    opt._update(rec, group, [Sym(0)], [Sym(1)], state, steps, raw, info)
+    for key, vec in bucket.scalars.items():
+        if key != "step":  # other scalar state was updated on element 0 only
+            vec.fill_(vec[0].item())
+    # bf16/fp16 parameters compute their scalars in fp32 (the kernel upcasts anyway).
+    sdtype = flat.dtype if flat.dtype in (torch.float32, torch.float64) else torch.float32
+    scalars = torch.tensor(rec.values, dtype=sdtype)
+    if flat.device.type != "cpu":
+        scalars = scalars.to(flat.device, non_blocking=True)
+    inputs = [flat, bucket.flat_grad, *(bucket.state[k] for k in keys)]
+    compile_ = COMPILE
+    kernel = get_kernel(tuple(rec.program), len(names), flat.device, flat.dtype, compile_)
+    started = time.perf_counter()
+    kernel(inputs, scalars)
+    if stats.get("compile_seconds") is None and compile_:
+        if flat.device.type == "cuda":
+            torch.cuda.synchronize(flat.device)
+        stats["compile_seconds"] = time.perf_counter() - started
+    stats["fused_steps"] += 1

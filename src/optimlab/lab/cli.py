@@ -1,0 +1,777 @@
+"""``optimlab``: the lab's command line (also ``python -m optimlab``).
+
+A thin layer over the Python API: it parses arguments (and an optional JSON/TOML config
+file), calls :func:`optimlab.lab.compare` and friends, prints a summary table and says where
+the report is. Mistakes in what was asked for (names, values, files, directories) print one
+line on stderr and exit with status 2, never a traceback.
+
+Adding a subcommand (``bench`` is planned): write ``_add_<name>(subparsers)`` that registers
+its parser with ``func=<handler>``, and list it in :data:`COMMANDS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from optimlab.lab.errors import LabError
+
+DEFAULT_OUT = "optimlab-out"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line too (what was wrong, where to get help)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        raise SystemExit(2)
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
+# -- argument helpers ------------------------------------------------------------------------
+
+
+def split_specs(values: Sequence[str] | str | None) -> list[str]:
+    """Optimizer or problem specs from ``nargs='+'`` values that may also be comma-separated.
+
+    ``adam:betas=(0.9,0.99),eps=1e-6`` stays one spec: a piece holding ``=`` but no ``:``
+    continues the previous spec's hyperparameters.
+    """
+    from optimlab.lab.presets import _split_top_level
+
+    if values is None:
+        return []
+    if isinstance(values, str):
+        values = [values]
+    out: list[str] = []
+    for value in values:
+        for piece in _split_top_level(str(value)):
+            if out and "=" in piece and ":" not in piece and ":" in out[-1]:
+                out[-1] += "," + piece
+            else:
+                out.append(piece)
+    return out
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _lr_range(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected LOW,HIGH such as 1e-4,1, got {text!r}"
+        ) from None
+    if not 0 < lo < hi:
+        raise argparse.ArgumentTypeError(f"need 0 < LOW < HIGH, got {text!r}")
+    return lo, hi
+
+
+def _add_common(p: argparse.ArgumentParser, *, sweep: bool = True) -> None:
+    p.add_argument(
+        "--out",
+        default=DEFAULT_OUT,
+        metavar="DIR",
+        help="output directory: lab.db, reports, figures",
+    )
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="JSON or TOML file with option values (keys as the long option names, "
+        "e.g. budget = 8); options given on the command line win",
+    )
+    p.add_argument(
+        "--threads", type=_positive_int, default=1, help="torch threads per worker process"
+    )
+    p.add_argument(
+        "--engine",
+        default="auto",
+        choices=("auto", "loop", "foreach", "fused"),
+        help="optimizer engine",
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="tiny budgets (steps, trials, seeds) for smoke runs"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--debug", action="store_true", help="show tracebacks instead of one line")
+    if sweep:
+        p.add_argument(
+            "--workers",
+            type=_positive_int,
+            default=None,
+            help="worker processes (default: all cores; 1 runs in-process)",
+        )
+        p.add_argument(
+            "--steps",
+            type=_positive_int,
+            default=None,
+            help="steps per run for every problem (default: each problem's own)",
+        )
+        p.add_argument(
+            "--lr-range",
+            type=_lr_range,
+            default=None,
+            metavar="LOW,HIGH",
+            help="learning-rate range to tune over (default: each problem's own)",
+        )
+        p.add_argument(
+            "--tensorboard",
+            action="store_true",
+            help="write TensorBoard event files (loss, lr, grad/update norms) "
+            "under OUT/tensorboard",
+        )
+        p.add_argument("--no-report", action="store_true", help="skip writing the report")
+
+
+# -- subcommands -----------------------------------------------------------------------------
+
+COMPARE_EPILOG = """\
+examples:
+  optimlab compare                                   # the default comparison (< 5 min, 2 cores)
+  optimlab compare --quick                           # smoke run, seconds
+  optimlab compare -p digits_mlp rosenbrock -o sgd momentum adam --budget 8 --seeds 5
+  optimlab compare -o "adam:betas=(0.9,0.99),eps=1e-6" adamw:weight_decay=0.1
+  optimlab compare --search optuna --hparams all --budget 30
+  optimlab compare --search optuna --storage postgresql://user@db/optimlab   # share a search
+
+Re-running the same command resumes: finished runs are read from OUT/lab.db, not recomputed.
+"""
+
+
+def _add_compare(sub) -> None:
+    from optimlab.lab.protocol import DEFAULT_BUDGET, DEFAULT_OPTIMIZERS, DEFAULT_PROBLEMS
+
+    p = sub.add_parser(
+        "compare",
+        help="compare optimizers on problems with an equal tuning budget",
+        description="Tune each optimizer's learning rate with the same budget on each problem "
+        "(log-spaced grid, or Optuna), rerun the best setting on several seeds, and write "
+        "a report (HTML + Markdown + PNGs).",
+        epilog=COMPARE_EPILOG,
+        formatter_class=_Formatter,
+    )
+    p.add_argument(
+        "-p",
+        "--problems",
+        nargs="+",
+        default=list(DEFAULT_PROBLEMS),
+        metavar="PROBLEM",
+        help="problem names or module:function specs",
+    )
+    p.add_argument(
+        "-o",
+        "--optimizers",
+        nargs="+",
+        default=list(DEFAULT_OPTIMIZERS),
+        metavar="SPEC",
+        help="optimizer specs: name, preset, or name:key=value,...",
+    )
+    p.add_argument(
+        "--budget",
+        type=_positive_int,
+        default=None,
+        help=f"tuning trials per optimizer and problem (default {DEFAULT_BUDGET}; --quick 3)",
+    )
+    p.add_argument(
+        "--seeds",
+        type=_positive_int,
+        default=None,
+        help="seeds for the reruns of the best setting (default 3; --quick 2)",
+    )
+    p.add_argument(
+        "--search", choices=("grid", "optuna"), default="grid", help="how to spend the budget"
+    )
+    p.add_argument(
+        "--hparams",
+        default="lr",
+        help="with --search optuna: what to tune besides lr: 'lr', 'all' or names "
+        "(e.g. beta1,weight_decay)",
+    )
+    p.add_argument(
+        "--storage",
+        default=None,
+        metavar="URL",
+        help="Optuna storage URL (default: sqlite:///OUT/lab.db)",
+    )
+    p.add_argument("--no-lr-find", action="store_true", help="skip the lr range tests")
+    _add_common(p)
+    p.set_defaults(func=_run_compare)
+
+
+def _sweep_kwargs(args) -> dict[str, Any]:
+    return {
+        "steps": args.steps,
+        "lr_range": args.lr_range,
+        "quick": args.quick,
+        "out_dir": args.out,
+        "workers": args.workers,
+        "threads": args.threads,
+        "engine": args.engine,
+        "tensorboard": args.tensorboard,
+        "report": not args.no_report,
+        "progress": not args.no_progress,
+    }
+
+
+def _finish(results, args) -> int:
+    from optimlab.lab.console import print_summary
+
+    if results.summaries():
+        print_summary(results)
+    if not args.no_report:
+        print(f"Report: {results.report_path.resolve()}")
+    if getattr(args, "tensorboard", False):
+        print(f"TensorBoard: tensorboard --logdir {(Path(args.out) / 'tensorboard').resolve()}")
+    print(f"Runs stored in {(Path(args.out) / 'lab.db').resolve()} (sweep {results.sweep_id[:12]})")
+    return 0
+
+
+def _run_compare(args) -> int:
+    from optimlab.lab.protocol import compare
+
+    results = compare(
+        split_specs(args.problems),
+        split_specs(args.optimizers),
+        budget=args.budget,
+        seeds=args.seeds,
+        search=args.search,
+        hparams=args.hparams,
+        storage=args.storage,
+        lr_find=not args.no_lr_find,
+        **_sweep_kwargs(args),
+    )
+    return _finish(results, args)
+
+
+TUNE_EPILOG = """\
+examples:
+  optimlab tune -p digits_mlp -o adam                       # lr only, 20 trials
+  optimlab tune -p digits_mlp -o adamw --hparams all --budget 40
+  optimlab tune -p digits_mlp -o sgd --hparams momentum,weight_decay
+  # several machines, one search: run the same command on each
+  optimlab tune -p digits_mlp -o adam --budget 100 --storage postgresql://user:pw@host/optuna
+"""
+
+
+def _add_tune(sub) -> None:
+    from optimlab.lab.commands import TUNE_BUDGET
+
+    p = sub.add_parser(
+        "tune",
+        help="Optuna search for one optimizer on one problem",
+        description="Search the learning rate (log-uniform over the problem's range) and, on "
+        "request, other hyperparameters of one optimizer with Optuna's TPE sampler; the "
+        "study lives in OUT/lab.db or in --storage. The best setting is rerun on --seeds.",
+        epilog=TUNE_EPILOG,
+        formatter_class=_Formatter,
+    )
+    p.add_argument("-p", "--problem", required=True, help="problem name or module:function")
+    p.add_argument("-o", "--optimizer", required=True, help="optimizer spec")
+    p.add_argument(
+        "--budget",
+        type=_positive_int,
+        default=None,
+        help=f"trials (default {TUNE_BUDGET}; --quick 4)",
+    )
+    p.add_argument(
+        "--hparams",
+        default="lr",
+        help="what to tune besides lr: 'lr', 'all' or names such as beta1,eps",
+    )
+    p.add_argument("--seeds", type=_positive_int, default=1, help="seeds for the best setting")
+    p.add_argument(
+        "--storage",
+        default=None,
+        metavar="URL",
+        help="Optuna storage URL shared by several machines (default: sqlite:///OUT/lab.db)",
+    )
+    _add_common(p)
+    p.set_defaults(func=_run_tune)
+
+
+def _run_tune(args) -> int:
+    from optimlab.lab.commands import tune
+
+    results = tune(
+        args.problem,
+        args.optimizer,
+        budget=args.budget,
+        hparams=args.hparams,
+        seeds=args.seeds,
+        storage=args.storage,
+        **_sweep_kwargs(args),
+    )
+    for cell in results.summaries():
+        params = ", ".join(f"{k}={v}" for k, v in sorted(cell.hparams.items()))
+        print(f"Best for {cell.optimizer} on {cell.problem}: {params}")
+    return _finish(results, args)
+
+
+TRAJ_EPILOG = """\
+examples:
+  optimlab trajectories                                    # all 2-D functions
+  optimlab trajectories -f rosenbrock beale -o sgd momentum adam --steps 300
+  optimlab trajectories --quick
+"""
+
+
+def _add_trajectories(sub) -> None:
+    from optimlab.lab.commands import FUNCTIONS_2D, TRAJECTORY_BUDGET
+    from optimlab.lab.protocol import DEFAULT_OPTIMIZERS
+
+    p = sub.add_parser(
+        "trajectories",
+        help="optimizer paths on 2-D test functions (contour PNGs and animated GIFs)",
+        description="Tune each optimizer's learning rate on 2-D test functions, then draw "
+        "the paths on contour plots (one PNG per function) and animate them (GIF).",
+        epilog=TRAJ_EPILOG,
+        formatter_class=_Formatter,
+    )
+    p.add_argument(
+        "-f",
+        "--functions",
+        nargs="+",
+        default=list(FUNCTIONS_2D),
+        metavar="FUNCTION",
+        help="2-D problems",
+    )
+    p.add_argument(
+        "-o",
+        "--optimizers",
+        nargs="+",
+        default=list(DEFAULT_OPTIMIZERS),
+        metavar="SPEC",
+        help="optimizer specs",
+    )
+    p.add_argument(
+        "--budget",
+        type=_positive_int,
+        default=None,
+        help=f"learning rates tried per optimizer (default {TRAJECTORY_BUDGET})",
+    )
+    _add_common(p)
+    p.set_defaults(func=_run_trajectories)
+
+
+def _run_trajectories(args) -> int:
+    from optimlab.lab.commands import trajectories
+
+    results = trajectories(
+        split_specs(args.functions),
+        split_specs(args.optimizers),
+        budget=args.budget,
+        **_sweep_kwargs(args),
+    )
+    return _finish(results, args)
+
+
+LRFIND_EPILOG = """\
+examples:
+  optimlab lr-find -p digits_mlp -o adam
+  optimlab lr-find -p digits_mlp -o sgd momentum adam --suggest steepest
+  optimlab lr-find -p linear_regression -o sgd --start-lr 1e-6 --end-lr 10 --steps 200
+"""
+
+
+def _add_lr_find(sub) -> None:
+    from optimlab.lab.lr_finder import SUGGESTIONS
+
+    p = sub.add_parser(
+        "lr-find",
+        help="learning-rate range test: sweep the lr, suggest one",
+        description="Train for a few steps while the learning rate grows exponentially, "
+        "smooth the loss and suggest a learning rate (Smith 2015, fastai-style). The model "
+        "and optimizer are restored afterwards. Writes OUT/figures/lr-find-PROBLEM.png and "
+        "OUT/lr-find-PROBLEM.json.",
+        epilog=LRFIND_EPILOG,
+        formatter_class=_Formatter,
+    )
+    p.add_argument("-p", "--problem", required=True, help="problem name or module:function")
+    p.add_argument(
+        "-o",
+        "--optimizers",
+        nargs="+",
+        default=["adam"],
+        metavar="SPEC",
+        help="optimizer specs (one curve each)",
+    )
+    p.add_argument(
+        "--start-lr",
+        type=_positive_float,
+        default=None,
+        help="first lr (default: the problem's lowest / 10)",
+    )
+    p.add_argument(
+        "--end-lr",
+        type=_positive_float,
+        default=None,
+        help="last lr (default: the problem's highest × 10)",
+    )
+    p.add_argument(
+        "--steps",
+        type=_positive_int,
+        default=None,
+        help="steps of the sweep (default 100; --quick 30)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the problem instance")
+    p.add_argument(
+        "--suggest", choices=SUGGESTIONS, default="valley", help="rule that picks the suggested lr"
+    )
+    _add_common(p, sweep=False)
+    p.set_defaults(func=_run_lr_find)
+
+
+def _run_lr_find(args) -> int:
+    from rich.table import Table
+
+    from optimlab.lab.commands import find_lr
+    from optimlab.lab.console import stdout_console
+    from optimlab.lab.formatting import num
+
+    found = find_lr(
+        args.problem,
+        split_specs(args.optimizers),
+        start_lr=args.start_lr,
+        end_lr=args.end_lr,
+        steps=args.steps,
+        seed=args.seed,
+        suggest=args.suggest,
+        quick=args.quick,
+        out_dir=args.out,
+        threads=args.threads,
+        engine=args.engine,
+    )
+    table = Table(title=f"lr range test on {args.problem}", title_justify="left")
+    for name in ("optimizer", "suggested lr", "rule", "how", "points", "stopped early"):
+        table.add_column(name)
+    for label, res in found:
+        table.add_row(
+            label,
+            num(res.suggestion, 3),
+            res.method,
+            res.reason,
+            str(len(res.lrs)),
+            "yes" if res.stopped_early else "no",
+        )
+    stdout_console().print(table)
+    name = found[0][0] and args.problem
+    from optimlab.lab.problem_lookup import resolve_problem
+
+    stem = f"lr-find-{resolve_problem(name).name}"
+    print(f"Plot: {(Path(args.out) / 'figures' / (stem + '.png')).resolve()}")
+    print(f"Curves: {(Path(args.out) / (stem + '.json')).resolve()}")
+    return 0
+
+
+REPORT_EPILOG = """\
+examples:
+  optimlab report                      # rebuild the latest sweep's report in ./optimlab-out
+  optimlab report --out runs/exp1 --list
+  optimlab report --sweep 3fa9c2 --gif
+"""
+
+
+def _add_report(sub) -> None:
+    p = sub.add_parser(
+        "report",
+        help="rebuild a report from the runs stored in OUT/lab.db",
+        description="Rebuild the HTML/Markdown report and figures of a stored sweep (the most "
+        "recently updated one by default) without running anything. Works on an "
+        "unfinished sweep too: it shows what has finished.",
+        epilog=REPORT_EPILOG,
+        formatter_class=_Formatter,
+    )
+    p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help="output directory")
+    p.add_argument("--sweep", default=None, metavar="ID", help="sweep id (a prefix is enough)")
+    p.add_argument(
+        "--kind",
+        choices=("compare", "trajectories", "tune"),
+        default=None,
+        help="latest sweep of this kind",
+    )
+    p.add_argument("--list", action="store_true", help="list the stored sweeps and exit")
+    p.add_argument("--gif", action="store_true", help="also animate 2-D trajectories")
+    p.add_argument("--debug", action="store_true", help="show tracebacks instead of one line")
+    p.set_defaults(func=_run_report, config=None)
+
+
+def _run_report(args) -> int:
+    from optimlab.lab.results import Results
+    from optimlab.lab.store import Store
+
+    db = Path(args.out) / "lab.db"
+    if not db.exists():
+        raise LabError(f"no lab database in '{args.out}' (run `optimlab compare` first)")
+    if args.list:
+        from rich.table import Table
+
+        from optimlab.lab.console import stdout_console
+
+        table = Table(title=f"sweeps in {db}", title_justify="left")
+        for name in ("sweep", "kind", "problems", "optimizers", "updated", "complete"):
+            table.add_column(name)
+        with Store(args.out) as store:
+            for sweep in store.sweeps():
+                cfg = sweep["config"]
+                table.add_row(
+                    sweep["sweep_id"][:12],
+                    sweep["kind"],
+                    " ".join(cfg.get("problems", [])),
+                    " ".join(o["label"] for o in cfg.get("optimizers", [])),
+                    sweep["updated_at"][:19],
+                    "yes" if sweep["completed_at"] else "no",
+                )
+        stdout_console().print(table)
+        return 0
+    results = Results.load(args.out, args.sweep, args.kind)
+    from optimlab.lab.report import write_report
+
+    path = write_report(results, Path(args.out), gif=True if args.gif else None)
+    from optimlab.lab.console import print_summary
+
+    if results.summaries():
+        print_summary(results)
+    print(f"Report: {path.resolve()}")
+    return 0
+
+
+def _add_list(sub) -> None:
+    p = sub.add_parser(
+        "list",
+        help="list the optimizers, presets and problems",
+        description="List what the lab can run: optimizer registry names, lab presets, and "
+        "problems (with their kind, default steps and whether their data is present).",
+        epilog="examples:\n  optimlab list\n  optimlab list optimizers\n",
+        formatter_class=_Formatter,
+    )
+    p.add_argument("what", nargs="?", choices=("all", "optimizers", "problems"), default="all")
+    p.add_argument("--debug", action="store_true", help="show tracebacks instead of one line")
+    p.set_defaults(func=_run_list, config=None)
+
+
+def _run_list(args) -> int:
+    from rich.table import Table
+
+    from optimlab.lab.console import stdout_console
+
+    console = stdout_console()
+    if args.what in ("all", "optimizers"):
+        from optimlab.lab.optimizers import registry_names
+        from optimlab.lab.presets import PRESETS
+
+        table = Table(
+            title="optimizers (use as -o NAME or -o NAME:key=value,...)", title_justify="left"
+        )
+        table.add_column("name")
+        table.add_column("what")
+        for name in registry_names():
+            table.add_row(name, "optimlab registry")
+        for name, (base, hparams, desc) in PRESETS.items():
+            settings = ", ".join(f"{k}={v}" for k, v in hparams.items())
+            table.add_row(name, f"preset: {desc} ({base} {settings})")
+        console.print(table)
+    if args.what in ("all", "problems"):
+        from optimlab.lab.problems import available_problems, get_problem
+
+        table = Table(
+            title="problems (use as -p NAME, or -p package.module:function)", title_justify="left"
+        )
+        for name in ("name", "kind", "steps", "metric", "lr range", "available", "description"):
+            table.add_column(name, overflow="fold")
+        for name in available_problems():
+            prob = get_problem(name)
+            reason = prob.unavailable_reason() if hasattr(prob, "unavailable_reason") else None
+            lo, hi = prob.default_lr_range
+            table.add_row(
+                name,
+                prob.kind,
+                str(prob.steps),
+                prob.metric or "—",
+                f"{lo:g}–{hi:g}",
+                "yes" if reason is None else f"no: {reason}",
+                prob.description,
+            )
+        console.print(table)
+    return 0
+
+
+#: Subcommands in the order ``--help`` shows them.
+COMMANDS: list[Callable[[Any], None]] = [
+    _add_list,
+    _add_compare,
+    _add_lr_find,
+    _add_trajectories,
+    _add_tune,
+    _add_report,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import optimlab
+
+    parser = _Parser(
+        prog="optimlab",
+        description="optimlab lab: compare optimizers with a fair tuning budget, find learning "
+        "rates, plot trajectories, and write reports.",
+        epilog="examples:\n  optimlab list\n  optimlab compare --quick\n"
+        "  optimlab compare -p digits_mlp -o sgd adam\n  optimlab lr-find -p digits_mlp -o adam\n"
+        "  optimlab COMMAND --help",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"optimlab {getattr(optimlab, '__version__', '?')}"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+# -- config files ----------------------------------------------------------------------------
+
+
+def load_config(path: str) -> dict[str, Any]:
+    """Option values from a JSON or TOML file (by extension; JSON otherwise)."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise LabError(f"cannot read config file '{path}': {exc.strerror}") from None
+    try:
+        if file.suffix.lower() == ".toml":
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10
+                raise LabError("TOML config files need Python 3.11+; use JSON") from None
+            data = tomllib.loads(text)
+        else:
+            data = json.loads(text)
+    except LabError:
+        raise
+    except ValueError as exc:
+        raise LabError(f"bad config file '{path}': {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise LabError(f"bad config file '{path}': expected a table/object of option values")
+    return data
+
+
+def _apply_config(parser: argparse.ArgumentParser, sub: argparse.ArgumentParser, args, argv):
+    """Re-parse with the config file's values as defaults (the command line still wins)."""
+    data = load_config(args.config)
+    actions = {a.dest: a for a in sub._actions if a.dest not in ("help", "config", "func")}
+    defaults = {}
+    for key, value in data.items():
+        dest = key.replace("-", "_")
+        action = actions.get(dest)
+        if action is None:
+            known = ", ".join(sorted(actions))
+            raise LabError(
+                f"bad config file '{args.config}': unknown option '{key}' (known: {known})"
+            )
+        defaults[dest] = _coerce(args.config, key, value, action)
+    sub.set_defaults(**defaults)
+    return parser.parse_args(argv)
+
+
+def _coerce(path: str, key: str, value: Any, action: argparse.Action) -> Any:
+    """Check a config value the way argparse would check it on the command line."""
+
+    def one(v):
+        if action.type is not None:
+            try:
+                return action.type(str(v) if not isinstance(v, str) else v)
+            except (argparse.ArgumentTypeError, ValueError) as exc:
+                raise LabError(f"bad config file '{path}': option '{key}': {exc}") from None
+        return v
+
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+        if not isinstance(value, bool):
+            raise LabError(f"bad config file '{path}': option '{key}' must be true or false")
+        return value
+    if action.nargs in ("+", "*"):
+        values = value if isinstance(value, list) else [value]
+        return [one(v) for v in values]
+    if isinstance(value, list) and action.type is _lr_range:
+        value = ",".join(str(v) for v in value)
+    if isinstance(value, (list, dict)):
+        raise LabError(f"bad config file '{path}': option '{key}' takes a single value")
+    result = one(value)
+    if action.choices is not None and result not in action.choices:
+        raise LabError(
+            f"bad config file '{path}': option '{key}' must be one of "
+            f"{', '.join(map(str, action.choices))}, got {value!r}"
+        )
+    return result
+
+
+# -- entry point -----------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (0 ok, 1 a run failed, 2 bad input, 130 ^C)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    debug = getattr(args, "debug", False)
+    try:
+        if getattr(args, "config", None):
+            sub = parser._subparsers._group_actions[0].choices[args.command]
+            args = _apply_config(parser, sub, args, argv)
+        return args.func(args)
+    except LabError as exc:
+        if debug:
+            raise
+        from optimlab.lab.console import error_line
+
+        error_line(str(exc))
+        return 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        from optimlab.lab.console import error_line
+
+        error_line(
+            "interrupted; finished runs are kept in lab.db: run the same command again to resume"
+        )
+        return 130
+    except Exception as exc:
+        from optimlab.lab.protocol import RunFailed
+
+        if debug or not isinstance(exc, RunFailed):
+            raise
+        from optimlab.lab.console import error_line
+
+        error_line(f"{exc} (finished runs are kept; add --debug for the traceback)")
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

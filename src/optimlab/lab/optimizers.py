@@ -1,0 +1,87 @@
+"""The single place where the lab turns an optimizer spec into a ``torch.optim.Optimizer``.
+
+Everything in the lab builds optimizers through :func:`build_optimizer`, so the protocol, the
+lr finder and the trajectories all see exactly the same objects as a user of
+:func:`optimlab.create_optimizer` would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from optimlab.lab.errors import LabError
+from optimlab.lab.presets import OptimizerSpec, parse_optimizer
+
+
+def registry_names() -> list[str]:
+    """Names accepted by :func:`optimlab.create_optimizer` (lower case, registry order)."""
+    from optimlab import available_optimizers
+
+    return [name.lower() for name in available_optimizers()]
+
+
+def build_optimizer(
+    spec: OptimizerSpec | str,
+    params: Iterable[torch.Tensor] | Iterable[dict],
+    *,
+    engine: str = "auto",
+    **hparams: Any,
+) -> torch.optim.Optimizer:
+    """Build the optimizer described by ``spec`` over ``params``.
+
+    ``hparams`` (for example the ``lr`` chosen by tuning) override the spec's own values.
+    Bad names and bad hyperparameter values raise :class:`LabError` with the optimizer's own
+    message (torch's style, e.g. ``Invalid learning rate: -1.0``).
+    """
+    if isinstance(spec, str):
+        spec = parse_optimizer(spec)
+    from optimlab import create_optimizer
+
+    kwargs = {**spec.hparams, **hparams}
+    try:
+        return create_optimizer(spec.name, params, engine=engine, **kwargs)
+    except TypeError as exc:
+        # An unexpected keyword argument: name the key and the spec rather than __init__.
+        raise LabError(f"bad hyperparameter for optimizer '{spec.label}': {exc}") from None
+    except ValueError as exc:
+        raise LabError(f"bad hyperparameter for optimizer '{spec.label}': {exc}") from None
+
+
+def validate_spec(spec: OptimizerSpec) -> None:
+    """Build the optimizer once on a throwaway parameter, so mistakes show before any run."""
+    dummy = torch.zeros(2, requires_grad=True)
+    lr = spec.fixed_lr if spec.fixed_lr is not None else 1e-3
+    build_optimizer(spec, [dummy], lr=lr)
+
+
+def parse_optimizers(texts: Iterable[str]) -> list[OptimizerSpec]:
+    """Parse and validate several specs; duplicates (same label) are dropped, order kept."""
+    known = registry_names()
+    specs: list[OptimizerSpec] = []
+    for text in texts:
+        spec = parse_optimizer(text, known)
+        validate_spec(spec)
+        if spec.label not in {s.label for s in specs}:
+            specs.append(spec)
+    if not specs:
+        raise LabError("no optimizers given")
+    return specs
+
+
+def state_bytes_per_param(optimizer: torch.optim.Optimizer) -> float:
+    """Bytes of optimizer state per model parameter (AlgoPerf-style memory cost).
+
+    Sums the storage of every tensor in ``optimizer.state`` (moments, buffers, step counters)
+    and divides by the number of scalar parameters in the param groups. Call it after at least
+    one step: most optimizers create their state lazily.
+    """
+    n_params = sum(p.numel() for group in optimizer.param_groups for p in group["params"])
+    state_bytes = 0
+    for state in optimizer.state.values():
+        for value in state.values():
+            if torch.is_tensor(value):
+                state_bytes += value.numel() * value.element_size()
+    return state_bytes / max(n_params, 1)

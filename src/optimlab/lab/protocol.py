@@ -1,0 +1,432 @@
+"""The comparison protocol (after DeepOBS and AlgoPerf) and the scheduler that runs it.
+
+For every problem × optimizer cell:
+
+1. **Tune** with an equal budget on the first seed: ``budget`` trials of a log-spaced
+   learning-rate grid over the problem's ``default_lr_range`` (default), or an Optuna search
+   (``search="optuna"``) over ``lr`` and optionally other hyperparameters.
+2. **Rerun** the best setting on every seed (the first seed's run is the tuning run itself:
+   same configuration, same seed, so the store hands it back instead of recomputing it).
+3. Optionally run a **learning-rate range test** (:mod:`optimlab.lab.lr_finder`), for the
+   report.
+
+All runs go to a pool of worker processes; a cell's reruns are queued as soon as its tuning is
+done, so cores never wait for the slowest cell. Each finished run is written to the store at
+once, in its own transaction; runs already in the store are never recomputed, which is what
+makes an interrupted command resumable by running it again.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from optimlab.lab.errors import LabError
+from optimlab.lab.files import ensure_writable_dir
+from optimlab.lab.lr_finder import execute_lr_find, make_lr_find_config
+from optimlab.lab.objective import Objective, objective_for
+from optimlab.lab.optimizers import parse_optimizers
+from optimlab.lab.parallel import WorkerPool
+from optimlab.lab.presets import OptimizerSpec
+from optimlab.lab.problem_lookup import resolve_problems
+from optimlab.lab.runner import (
+    DEFAULT_EVALS,
+    PROTOCOL_VERSION,
+    config_hash,
+    execute_run,
+    make_run_config,
+)
+from optimlab.lab.store import Store
+from optimlab.lab.tuning import (
+    GridTuner,
+    OptunaTuner,
+    grid_lrs,
+    optimizer_defaults,
+    search_params,
+)
+
+#: ``python -m optimlab compare`` with no arguments: the classic optimizers of the tutorials
+#: on one network, one convex problem and one 2-D function, all bundled (no download).
+DEFAULT_PROBLEMS = ("digits_mlp", "logistic_regression", "rosenbrock")
+DEFAULT_OPTIMIZERS = (
+    "sgd",
+    "momentum",
+    "nesterov",
+    "adagrad",
+    "rmsprop",
+    "adadelta",
+    "adam",
+    "adamw",
+)
+DEFAULT_BUDGET = 6
+DEFAULT_SEEDS = 3
+DEFAULT_OUT = "optimlab-out"
+#: ``quick=True`` budgets: enough to exercise every code path, not to conclude anything.
+QUICK_BUDGET = 3
+QUICK_SEEDS = 2
+LR_FIND_STEPS = 100
+QUICK_LR_FIND_STEPS = 30
+SEARCHES = ("grid", "optuna")
+
+
+class RunFailed(RuntimeError):
+    """A run raised an exception (a bug in a problem or optimizer, not bad user input)."""
+
+
+class NullProgress:
+    """Progress sink that ignores everything (the Python API's default)."""
+
+    def start(self, total: int, description: str) -> None: ...
+    def add_total(self, n: int) -> None: ...
+    def advance(self, cached: bool = False) -> None: ...
+    def stop(self) -> None: ...
+
+
+@dataclass
+class Cell:
+    """One problem × optimizer pair and where its tuning stands."""
+
+    key: str  # problem key for load_problem
+    problem: Any
+    spec: OptimizerSpec
+    steps: int
+    tuner: Any
+    objective: Objective
+    finals_queued: bool = False
+    best: dict[str, Any] | None = None
+
+    def links(self, sweep_id: str, role: str) -> dict[str, str]:
+        return {
+            "sweep_id": sweep_id,
+            "role": role,
+            "problem": self.problem.name,
+            "optimizer": self.spec.label,
+        }
+
+
+@dataclass
+class Task:
+    item_id: str
+    kind: str  # "run" or "lr_find"
+    config: dict[str, Any]
+    links: list[dict[str, str]]
+    on_done: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
+
+
+def _seed_list(seeds: int | Sequence[int]) -> list[int]:
+    if isinstance(seeds, int):
+        if seeds < 1:
+            raise LabError(f"seeds must be at least 1, got {seeds}")
+        return list(range(seeds))
+    out = [int(s) for s in seeds]
+    if not out:
+        raise LabError("seeds must not be empty")
+    return list(dict.fromkeys(out))
+
+
+def _steps_for(problem, steps: int | None, quick: bool) -> int:
+    if steps is not None:
+        if steps < 1:
+            raise LabError(f"steps must be at least 1, got {steps}")
+        return int(steps)
+    return int(problem.quick_steps if quick else problem.steps)
+
+
+def _lr_range(problem, lr_range: tuple[float, float] | None) -> tuple[float, float]:
+    lo, hi = lr_range if lr_range is not None else problem.default_lr_range
+    if not (0 < lo < hi):
+        raise LabError(f"bad lr range ({lo}, {hi}): need 0 < low < high")
+    return float(lo), float(hi)
+
+
+def compare(
+    problems: Sequence[str] = DEFAULT_PROBLEMS,
+    optimizers: Sequence[str] = DEFAULT_OPTIMIZERS,
+    *,
+    budget: int | None = None,
+    seeds: int | Sequence[int] | None = None,
+    search: str = "grid",
+    hparams: str | Sequence[str] = "lr",
+    steps: int | None = None,
+    lr_range: tuple[float, float] | None = None,
+    quick: bool = False,
+    out_dir: str | os.PathLike = DEFAULT_OUT,
+    storage: str | None = None,
+    workers: int | None = None,
+    threads: int | None = 1,
+    engine: str = "auto",
+    lr_find: bool = True,
+    tensorboard: bool = False,
+    report: bool = True,
+    progress: bool | Any = False,
+    kind: str = "compare",
+):
+    """Compare optimizers on problems with an equal tuning budget; returns :class:`Results`.
+
+    Args:
+        problems: registry names or ``"module:function"`` specs.
+        optimizers: specs such as ``"adam"``, ``"momentum"``, ``"adam:eps=1e-6"``.
+        budget: trials per optimizer and problem (grid points, or Optuna trials).
+        seeds: number of seeds (0..n-1) or explicit seeds for the reruns of the best setting.
+        search: ``"grid"`` or ``"optuna"``.
+        hparams: with Optuna, what to tune besides ``lr``: ``"lr"``, ``"all"`` or names.
+        steps: steps per run for every problem (default: each problem's own).
+        lr_range: override the problems' ``default_lr_range``.
+        quick: tiny budgets for smoke tests.
+        out_dir: where ``lab.db``, the report and figures go.
+        storage: Optuna storage URL (default: the same SQLite file).
+        workers: processes (default: all cores; 1 runs in this process).
+        threads: torch threads per worker (``None``: torch's default).
+        engine: optimizer engine (``"auto"``, ``"loop"``, ``"foreach"``, ``"fused"``).
+        lr_find: also run a learning-rate range test per cell for the report.
+        tensorboard: write TensorBoard event files under ``out_dir/tensorboard``.
+        report: write ``report.html``/``report.md`` and figures.
+        progress: ``True`` for a rich progress bar, or an object with the
+            :class:`NullProgress` methods.
+    """
+    if search not in SEARCHES:
+        raise LabError(f"unknown search '{search}' (choose from: {', '.join(SEARCHES)})")
+    if budget is None:
+        budget = QUICK_BUDGET if quick else DEFAULT_BUDGET
+    if budget < 1:
+        raise LabError(f"budget must be at least 1, got {budget}")
+    seed_list = _seed_list(
+        seeds if seeds is not None else (QUICK_SEEDS if quick else DEFAULT_SEEDS)
+    )
+    if workers is not None and workers < 1:
+        raise LabError(f"workers must be at least 1, got {workers}")
+    resolved = resolve_problems(
+        list(problems), kind="function2d" if kind == "trajectories" else None
+    )
+    specs = parse_optimizers(list(optimizers))
+    out = ensure_writable_dir(out_dir)
+    hparams_arg = hparams if isinstance(hparams, str) else list(hparams)
+    for spec in specs:  # fail on a bad name before any work
+        search_params(spec.name, hparams_arg) if search == "optuna" else None
+
+    plan = {
+        "kind": kind,
+        "problems": [key for key, _ in resolved],
+        "optimizers": [spec.to_json() for spec in specs],
+        "budget": budget,
+        "search": search,
+        "hparams": hparams_arg if search == "optuna" else "lr",
+        "seeds": seed_list,
+        "steps": {key: _steps_for(p, steps, quick) for key, p in resolved},
+        "lr_ranges": {key: _lr_range(p, lr_range) for key, p in resolved},
+        "engine": engine,
+        "evals": DEFAULT_EVALS,
+        "lr_find": bool(lr_find),
+        "lr_find_steps": QUICK_LR_FIND_STEPS if quick else LR_FIND_STEPS,
+        "protocol": PROTOCOL_VERSION,
+    }
+    sweep_id = config_hash(plan)
+    store = Store(out)
+    try:
+        store.begin_sweep(sweep_id, kind, plan)
+        with WorkerPool(workers, threads) as pool:
+            cells = [
+                _make_cell(key, problem, spec, plan, sweep_id, store, storage, pool.workers, specs)
+                for key, problem in resolved
+                for spec in specs
+            ]
+            _Scheduler(store, pool, sweep_id, plan, _progress(progress)).run(cells)
+        store.finish_sweep(sweep_id)
+    finally:
+        store.close()
+
+    from optimlab.lab.results import Results
+
+    results = Results.load(out, sweep_id)
+    if tensorboard:
+        from optimlab.lab.tensorboard import write_event_files
+
+        write_event_files(results, out / "tensorboard")
+    if report:
+        results.write_report(out)
+    return results
+
+
+def _progress(progress: bool | Any):
+    if progress is True:
+        from optimlab.lab.console import RichProgress
+
+        return RichProgress()
+    if progress is False or progress is None:
+        return NullProgress()
+    return progress
+
+
+def _make_cell(key, problem, spec, plan, sweep_id, store, storage, workers, specs) -> Cell:
+    objective = objective_for(problem)
+    lo, hi = plan["lr_ranges"][key]
+    base = {k: v for k, v in spec.hparams.items() if k != "lr"}
+    budget = plan["budget"]
+    if plan["search"] == "optuna":
+        params = search_params(spec.name, plan["hparams"])
+        lr_fixed = spec.fixed_lr is not None
+        if lr_fixed:
+            base["lr"] = spec.fixed_lr
+        if params or not lr_fixed:
+            tuner = OptunaTuner(
+                study_name=f"optimlab:{plan['kind']}:{problem.name}:{spec.label}:{sweep_id[:8]}",
+                storage=storage or store.optuna_url,
+                objective=objective,
+                base=base,
+                lr_range=None if lr_fixed else (lo, hi),
+                params=params,
+                defaults=optimizer_defaults(spec.name, base) if params else {},
+                budget=budget,
+                parallel=max(1, workers // max(1, len(plan["problems"]) * len(specs))),
+                seed=int(sweep_id[:8], 16),
+            )
+            return Cell(key, problem, spec, plan["steps"][key], tuner, objective)
+    lrs = [spec.fixed_lr] if spec.fixed_lr is not None else grid_lrs(lo, hi, budget)
+    tuner = GridTuner(lrs, base, objective)
+    return Cell(key, problem, spec, plan["steps"][key], tuner, objective)
+
+
+class _Scheduler:
+    """Feeds tasks to the pool, stores results as they arrive, and queues follow-up work."""
+
+    def __init__(self, store: Store, pool: WorkerPool, sweep_id: str, plan, progress) -> None:
+        self.store, self.pool, self.sweep_id, self.plan = store, pool, sweep_id, plan
+        self.progress = progress
+        self.queue: deque[Task] = deque()
+        self.inflight: dict[Any, Task] = {}
+        self.by_id: dict[str, Task] = {}
+
+    def run(self, cells: list[Cell]) -> None:
+        total = 0
+        for cell in cells:
+            total += cell.tuner.size + len(self._seeds(cell)) - 1
+            self._queue_tuning(cell)
+            if self.plan["lr_find"]:
+                total += 1
+                self._queue_lr_find(cell)
+        self.progress.start(total, f"{self.plan['kind']}: {len(cells)} problem × optimizer cells")
+        try:
+            self._loop()
+        finally:
+            self.progress.stop()
+
+    # -- queueing ----------------------------------------------------------------------------
+    def _seeds(self, cell: Cell) -> list[int]:
+        # The 2-D test functions ignore the seed (fixed start, no data): more seeds would only
+        # repeat the same numbers.
+        seeds = self.plan["seeds"]
+        return seeds[:1] if cell.problem.kind == "function2d" else seeds
+
+    def _run_task(self, cell: Cell, hparams: dict[str, Any], seed: int, role: str, on_done):
+        config = make_run_config(
+            cell.key,
+            cell.spec.name,
+            hparams,
+            steps=cell.steps,
+            seed=seed,
+            engine=self.plan["engine"],
+            evals=self.plan["evals"],
+        )
+        links = [cell.links(self.sweep_id, role)]
+        self.queue.append(Task(config_hash(config), "run", config, links, [on_done]))
+
+    def _queue_tuning(self, cell: Cell) -> None:
+        for token, hparams in cell.tuner.pending():
+            self._run_task(
+                cell,
+                hparams,
+                self.plan["seeds"][0],
+                "tune",
+                lambda record, t=token, h=hparams: self._tuned(cell, t, h, record),
+            )
+
+    def _tuned(self, cell: Cell, token, hparams, record) -> None:
+        cell.tuner.record(token, hparams, record)
+        if not cell.tuner.done():
+            self._queue_tuning(cell)
+        elif not cell.finals_queued:
+            cell.finals_queued = True
+            cell.best = cell.tuner.best()
+            for seed in self._seeds(cell):
+                self._run_task(cell, cell.best, seed, "final", lambda record: None)
+
+    def _queue_lr_find(self, cell: Cell) -> None:
+        lo, hi = self.plan["lr_ranges"][cell.key]
+        config = make_lr_find_config(
+            cell.key,
+            cell.spec.name,
+            cell.spec.hparams,
+            # A decade beyond the tuning range on each side, so its edges show on the curve.
+            start_lr=lo / 10,
+            end_lr=hi * 10,
+            steps=min(self.plan["lr_find_steps"], max(cell.steps, 5)),
+            seed=self.plan["seeds"][0],
+            engine=self.plan["engine"],
+        )
+        links = [cell.links(self.sweep_id, "lr_find")]
+        self.queue.append(Task(config_hash(config), "lr_find", config, links, []))
+
+    # -- execution ---------------------------------------------------------------------------
+    def _cached(self, task: Task) -> dict[str, Any] | None:
+        if task.kind == "run":
+            return self.store.get_run(task.item_id)
+        return self.store.get_lr_find(task.item_id)
+
+    def _dispatch(self) -> None:
+        while self.queue:
+            task = self.queue.popleft()
+            in_flight = self.by_id.get(task.item_id)
+            if in_flight is not None:
+                # The same configuration is already running (two specs that build the same
+                # optimizer, or the seed-0 rerun of a tuning run): wait for that one.
+                in_flight.links += task.links
+                in_flight.on_done += task.on_done
+                continue
+            record = self._cached(task)
+            if record is not None:
+                self.store.link(task.item_id, task.kind, task.links)
+                self.progress.advance(cached=True)
+                for callback in task.on_done:
+                    callback(record)
+                continue
+            fn = execute_run if task.kind == "run" else execute_lr_find
+            future = self.pool.submit(fn, task.config)
+            self.inflight[future] = task
+            self.by_id[task.item_id] = task
+
+    def _loop(self) -> None:
+        while True:
+            self._dispatch()
+            if not self.inflight:
+                return
+            done, _ = wait(list(self.inflight), return_when=FIRST_COMPLETED)
+            for future in done:
+                task = self.inflight.pop(future)
+                del self.by_id[task.item_id]
+                try:
+                    record = future.result()
+                except LabError:
+                    raise
+                except Exception as exc:
+                    cfg = task.config
+                    lr = cfg.get("hparams", {}).get("lr", cfg.get("start_lr"))
+                    raise RunFailed(
+                        f"{task.kind} {cfg['problem']}/{cfg['optimizer']} lr={lr} "
+                        f"seed={cfg['seed']} failed: {type(exc).__name__}: {exc}"
+                    ) from exc
+                if task.kind == "run":
+                    self.store.put_run(record, task.links)
+                else:
+                    self.store.put_lr_find(record, task.links)
+                self.progress.advance()
+                for callback in task.on_done:
+                    callback(record)
+
+
+def default_out_dir() -> Path:
+    return Path(DEFAULT_OUT)

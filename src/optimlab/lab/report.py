@@ -1,0 +1,311 @@
+"""The report: one self-contained HTML file, a Markdown summary and the PNGs behind both.
+
+The HTML embeds every image as base64 and carries its own CSS, so it opens offline, can be
+mailed or attached to an issue as a single file. Every file is written atomically.
+
+Sections (always present, so readers and tests find them; a section with nothing to show
+says why): how to read this, ranking, summary table, loss curves, lr sensitivity, lr range
+test, trajectories (2-D problems), and for ``tune`` the search history.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+from pathlib import Path
+from typing import Any
+
+from optimlab.lab.files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from optimlab.lab.formatting import html_table, markdown_table, ranking_table, summary_table
+
+SECTIONS = (
+    ("how-to-read", "How to read this"),
+    ("ranking", "Ranking"),
+    ("summary", "Summary table"),
+    ("loss-curves", "Loss curves"),
+    ("lr-sensitivity", "Learning-rate sensitivity"),
+    ("lr-finder", "Learning-rate range test"),
+    ("trajectories", "Trajectories on 2-D functions"),
+)
+
+_NAMES = {"compare": "report", "trajectories": "trajectories", "tune": "tune"}
+
+
+def report_paths(out_dir: Path, kind: str) -> dict[str, Path]:
+    stem = _NAMES.get(kind, kind)
+    out_dir = Path(out_dir)
+    return {
+        "html": out_dir / f"{stem}.html",
+        "md": out_dir / f"{stem}.md",
+        "json": out_dir / f"{stem}.json",
+        "figures": out_dir / "figures",
+    }
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
+
+
+def how_to_read(results) -> str:
+    plan = results.plan
+    budget, seeds = plan.get("budget"), len(plan.get("seeds", []))
+    if plan.get("search") == "optuna":
+        tuning = (
+            f"an Optuna (TPE) search of {budget} trials over the learning rate (log-uniform)"
+            + ("" if plan.get("hparams") == "lr" else f" and {plan.get('hparams')}")
+        )
+    else:
+        tuning = f"a grid of {budget} learning rates, log-spaced over the problem's range"
+    return f"""
+<p><b>Protocol.</b> Every optimizer got the same tuning budget on every problem: {tuning},
+run on the first seed. The best setting was then rerun on {seeds} seed(s) (the 2-D test
+functions are deterministic, so one run is all they need). "Best" means the highest
+validation metric when the problem has one (accuracy, R²), otherwise the lowest final loss.
+A run whose loss blows up is stopped and counts as diverged, the worst possible result.</p>
+<ul>
+<li><b>Ranking</b>: within a problem, optimizers are sorted by their mean result over seeds;
+the overall place is the mean of those ranks. A rank hides the size of a gap: look at the
+± (one standard deviation over seeds) in the summary table. Overlapping intervals mean no
+clear winner.</li>
+<li><b>Steps / seconds to target</b>: the first step at which the running mean of the
+training loss (about ten steps) reaches the problem's target, as a median over the seeds that
+reached it; "(k/n)" says how many did. Seconds count only the optimizer's steps (forward,
+backward, update), not evaluation.</li>
+<li><b>ms / step</b>: median time of one step with one thread per run. It depends on the
+machine and its load; compare it within one report only. <b>State B / param</b>: bytes of
+optimizer state per model parameter (in float32, each buffer costs 4: momentum SGD ≈ 4,
+Adam ≈ 8).</li>
+<li><b>Loss curves</b>: the line is the mean over seeds, the band ± one standard deviation;
+the dotted line is the target. A log scale is used when the loss spans decades.</li>
+<li><b>Learning-rate sensitivity</b>: one point per tuning run. A wide, flat curve means the
+optimizer forgives a poorly chosen learning rate; a narrow peak means it must be tuned
+carefully. × marks diverged runs, the large dot the chosen setting.</li>
+<li><b>Learning-rate range test</b>: the loss while the learning rate grows exponentially over
+a short run (Smith, 2015). Good learning rates lie where the curve falls steeply, before its
+minimum; the dot is the suggestion.</li>
+<li><b>Trajectories</b>: on 2-D test functions, each optimizer's path from the common start
+(●) at its tuned learning rate; ★ marks the minima.</li>
+</ul>
+"""
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;
+max-width:1150px;padding:0 1em;color:#222;line-height:1.45}
+h1{margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;font-size:.85em;margin:.8em 0}
+th,td{border:1px solid #ccc;padding:.3em .55em;text-align:left}
+th{background:#f3f3f3}tr:nth-child(even) td{background:#fafafa}
+img{max-width:100%;height:auto;border:1px solid #eee;margin:.4em 0}
+.meta{color:#666;font-size:.85em}.note{color:#666;font-style:italic}
+nav a{margin-right:1em}
+"""
+
+
+def _img(data: bytes, alt: str, mime: str = "image/png") -> str:
+    encoded = base64.b64encode(data).decode("ascii")
+    return f'<figure><img alt="{html.escape(alt)}" src="data:{mime};base64,{encoded}"></figure>'
+
+
+class _Writer:
+    """Collects a section's HTML and Markdown while saving each figure as a PNG."""
+
+    def __init__(self, results, paths: dict[str, Path]) -> None:
+        self.results = results
+        self.paths = paths
+        self.html: list[str] = []
+        self.md: list[str] = []
+        self.files: list[Path] = []
+
+    def figure(self, fig, name: str, alt: str) -> None:
+        from optimlab.lab.plots import png_bytes
+
+        data = png_bytes(fig)
+        kind = self.results.kind
+        # compare's figures keep short names; other commands prefix theirs (no doubling).
+        prefix = "" if kind == "compare" or name.startswith(kind) else f"{kind}-"
+        path = self.paths["figures"] / f"{_slug(prefix + name)}.png"
+        atomic_write_bytes(path, data)
+        self.files.append(path)
+        self.html.append(_img(data, alt))
+        rel = path.relative_to(self.paths["html"].parent).as_posix()
+        self.md.append(f"![{alt}]({rel})\n")
+
+    def gif(self, path: Path, alt: str) -> None:
+        self.files.append(path)
+        self.html.append(_img(path.read_bytes(), alt, "image/gif"))
+        rel = path.relative_to(self.paths["html"].parent).as_posix()
+        self.md.append(f"![{alt}]({rel})\n")
+
+    def note(self, text: str) -> None:
+        self.html.append(f'<p class="note">{html.escape(text)}</p>')
+        self.md.append(f"_{text}_\n")
+
+    def heading(self, anchor: str, title: str) -> None:
+        self.html.append(f'<h2 id="{anchor}">{html.escape(title)}</h2>')
+        self.md.append(f"## {title}\n")
+
+    def sub(self, title: str) -> None:
+        self.html.append(f"<h3>{html.escape(title)}</h3>")
+        self.md.append(f"### {title}\n")
+
+    def table(self, header, rows) -> None:
+        self.html.append(html_table(header, rows))
+        self.md.append(markdown_table(header, rows) + "\n")
+
+
+def write_report(results, out_dir: Path, gif: bool | None = None) -> Path:
+    """Write the report for ``results`` into ``out_dir``; returns the HTML path.
+
+    ``gif``: animate trajectories (default: for ``trajectories`` sweeps only, since
+    animations make the file larger and the build slower).
+    """
+    from optimlab.lab import plots
+
+    paths = report_paths(out_dir, results.kind)
+    if gif is None:
+        gif = results.kind == "trajectories"
+    w = _Writer(results, paths)
+    problems = results.problem_names
+    title = {
+        "compare": "optimlab: optimizer comparison",
+        "trajectories": "optimlab: trajectories on 2-D functions",
+        "tune": "optimlab: hyperparameter search",
+    }.get(results.kind, f"optimlab: {results.kind}")
+
+    w.heading("how-to-read", "How to read this")
+    w.html.append(how_to_read(results))
+    w.md.append(_strip_tags(how_to_read(results)) + "\n")
+
+    w.heading("ranking", "Ranking")
+    if results.summaries():
+        w.table(*ranking_table(results))
+    else:
+        w.note("No finished runs yet.")
+
+    w.heading("summary", "Summary table")
+    w.table(*summary_table(results))
+
+    w.heading("loss-curves", "Loss curves")
+    for problem in problems:
+        if results.select(problem, role="final"):
+            w.sub(problem)
+            w.figure(
+                plots.plot_loss_curves(results, problem),
+                f"loss-{problem}",
+                f"loss curves on {problem}",
+            )
+
+    w.heading("lr-sensitivity", "Learning-rate sensitivity")
+    for problem in problems:
+        w.sub(problem)
+        w.figure(
+            plots.plot_lr_sensitivity(results, problem),
+            f"lr-sensitivity-{problem}",
+            f"lr sensitivity on {problem}",
+        )
+        if results.kind == "tune":
+            w.figure(
+                plots.plot_search_history(results, problem),
+                f"history-{problem}",
+                f"search history on {problem}",
+            )
+
+    w.heading("lr-finder", "Learning-rate range test")
+    any_find = False
+    for problem in problems:
+        items = results.lr_find_results(problem)
+        if items:
+            any_find = True
+            w.sub(problem)
+            w.figure(
+                plots.plot_lr_finder(items, title=problem),
+                f"lr-finder-{problem}",
+                f"lr range test on {problem}",
+            )
+            rows = [
+                [label, plots_num(res.suggestion), res.method, res.reason] for label, res in items
+            ]
+            w.table(["optimizer", "suggested lr", "rule", "how"], rows)
+    if not any_find:
+        w.note(
+            "No range test in this sweep (run `optimlab lr-find`, or compare without --no-lr-find)."
+        )
+
+    w.heading("trajectories", "Trajectories on 2-D functions")
+    two_d = [p for p in problems if results.problem(p).kind == "function2d"]
+    for problem in two_d:
+        w.sub(problem)
+        w.figure(
+            plots.plot_trajectories(results, problem),
+            f"trajectories-{problem}",
+            f"trajectories on {problem}",
+        )
+        if gif:
+            target = paths["figures"] / f"trajectories-{_slug(problem)}.gif"
+            if plots.save_trajectory_gif(results, problem, target) is not None:
+                w.gif(target, f"animated trajectories on {problem}")
+    if not two_d:
+        w.note("No 2-D function in this sweep (see `optimlab trajectories`).")
+
+    meta = _meta(results)
+    nav = " ".join(f'<a href="#{a}">{html.escape(t)}</a>' for a, t in SECTIONS)
+    page = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
+        f'<h1>{html.escape(title)}</h1><p class="meta">{html.escape(meta)}</p>'
+        f"<nav>{nav}</nav>" + "\n".join(w.html) + "</body></html>\n"
+    )
+    atomic_write_text(paths["html"], page)
+    atomic_write_text(paths["md"], f"# {title}\n\n{meta}\n\n" + "\n".join(w.md))
+    atomic_write_json(paths["json"], _json_summary(results))
+    return paths["html"]
+
+
+def plots_num(value) -> str:
+    from optimlab.lab.formatting import num
+
+    return num(value, 3)
+
+
+def _meta(results) -> str:
+    plan = results.plan
+    versions: dict[str, Any] = results.runs[0]["versions"] if results.runs else {}
+    version_text = ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
+    steps = ", ".join(f"{k}: {v}" for k, v in plan.get("steps", {}).items())
+    return (
+        f"sweep {results.sweep_id[:12]} · {len(results.runs)} runs · "
+        f"search {plan.get('search')} · budget {plan.get('budget')} · "
+        f"seeds {plan.get('seeds')} · steps {steps} · engine {plan.get('engine')} · "
+        f"{version_text} · updated {results.sweep.get('updated_at', '')[:19]}"
+    )
+
+
+def _json_summary(results) -> dict[str, Any]:
+    return _finite(
+        {
+            "sweep_id": results.sweep_id,
+            "kind": results.kind,
+            "plan": results.plan,
+            "ranking": results.ranking(),
+            "cells": results.to_records(),
+        }
+    )
+
+
+def _finite(value: Any) -> Any:
+    """Strict JSON has no NaN or inf: write them as null (``diverged`` says why)."""
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _strip_tags(text: str) -> str:
+    text = re.sub(r"<li>", "- ", text)
+    text = re.sub(r"</?(b|p|ul|li)>", "", text)
+    return re.sub(r"\n{3,}", "\n\n", text).strip()

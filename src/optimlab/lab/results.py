@@ -1,0 +1,352 @@
+"""Results of a sweep, read back from the store: tables, rankings and plots.
+
+``Results`` is what :func:`optimlab.lab.compare` returns and what ``optimlab report``
+rebuilds from ``lab.db``; in a notebook it shows its ranking table, converts to a list of
+dicts (:meth:`Results.to_records`) or a DataFrame (:meth:`Results.to_pandas`), and draws any
+of the report's figures.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from optimlab.lab.errors import LabError
+from optimlab.lab.objective import Objective, objective_for
+from optimlab.lab.store import Store
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation; a diverged seed (inf/NaN) makes the mean inf/NaN."""
+    if not values:
+        return math.nan, math.nan
+    if any(not math.isfinite(v) for v in values):
+        bad = [v for v in values if not math.isfinite(v)]
+        return (bad[0] if all(math.isinf(b) for b in bad) else math.nan), math.nan
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return mean, std
+
+
+def _finite_or_inf(value: float | None) -> float:
+    return value if value is not None and math.isfinite(value) else math.inf
+
+
+def _median(values: list[float]) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+@dataclass
+class CellSummary:
+    """Everything the report says about one optimizer on one problem."""
+
+    problem: str
+    optimizer: str
+    hparams: dict[str, Any]
+    lr: float | None
+    seeds: int
+    diverged: int
+    objective_label: str
+    objective_mean: float
+    objective_std: float
+    train_loss_mean: float
+    train_loss_std: float
+    val_loss_mean: float | None
+    val_loss_std: float | None
+    val_metric_mean: float | None
+    val_metric_std: float | None
+    reached_target: int
+    steps_to_target: float | None
+    seconds_to_target: float | None
+    ms_per_step: float | None
+    state_bytes_per_param: float | None
+    tuning_trials: int
+    rank: int = 0
+    sensitivity: list[tuple[float, float]] = field(default_factory=list, repr=False)
+
+    def to_record(self) -> dict[str, Any]:
+        record = {k: v for k, v in self.__dict__.items() if k != "sensitivity"}
+        record["hparams"] = dict(self.hparams)
+        return record
+
+
+class Results:
+    """The runs of one sweep and everything derived from them."""
+
+    def __init__(self, sweep: dict[str, Any], runs: list[dict], lr_finds: list[dict], out_dir):
+        self.sweep = sweep
+        self.sweep_id: str = sweep["sweep_id"]
+        self.kind: str = sweep["kind"]
+        self.plan: dict[str, Any] = sweep["config"]
+        self.runs = runs
+        self.lr_finds = lr_finds
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self._problems: dict[str, Any] = {}
+        self._summaries: list[CellSummary] | None = None
+
+    # -- loading -----------------------------------------------------------------------------
+    @classmethod
+    def load(cls, out_dir, sweep_id: str | None = None, kind: str | None = None) -> Results:
+        """Read a sweep from ``out_dir/lab.db`` (default: the most recently updated one)."""
+        db = Path(out_dir) / "lab.db"
+        if not db.exists():
+            raise LabError(f"no lab database in '{out_dir}' (run `optimlab compare` first)")
+        with Store(out_dir) as store:
+            if sweep_id is None:
+                sweeps = store.sweeps(kind)
+                if not sweeps:
+                    raise LabError(f"no sweeps stored in '{db}'")
+                sweep = sweeps[0]
+            else:
+                sweep = store.get_sweep(sweep_id)
+                if sweep is None:
+                    raise LabError(
+                        f"no sweep '{sweep_id}' in '{db}' (see `optimlab report --list`)"
+                    )
+            runs = store.sweep_runs(sweep["sweep_id"])
+            finds = store.sweep_lr_finds(sweep["sweep_id"])
+        return cls(sweep, runs, finds, out_dir)
+
+    # -- structure ---------------------------------------------------------------------------
+    @property
+    def problem_names(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for run in self.runs:
+            seen.setdefault(run["problem_name"], None)
+        return list(seen)
+
+    @property
+    def optimizer_labels(self) -> list[str]:
+        order = [o["label"] for o in self.plan.get("optimizers", [])]
+        present = {run["label"] for run in self.runs}
+        return [label for label in order if label in present] + sorted(present - set(order))
+
+    def problem(self, name: str):
+        """The :class:`~optimlab.lab.problems.Problem` behind a name in this sweep."""
+        if name not in self._problems:
+            from optimlab.lab.problem_lookup import resolve_problem
+
+            keys = {run["problem_name"]: run["problem"] for run in self.runs}
+            self._problems[name] = resolve_problem(keys.get(name, name), require_available=False)
+        return self._problems[name]
+
+    def objective(self, problem: str) -> Objective:
+        return objective_for(self.problem(problem))
+
+    def select(self, problem: str | None = None, optimizer: str | None = None, role=None):
+        """Runs filtered by problem name, optimizer label and role (``tune``/``final``)."""
+        return [
+            run
+            for run in self.runs
+            if (problem is None or run["problem_name"] == problem)
+            and (optimizer is None or run["label"] == optimizer)
+            and (role is None or run["role"] == role)
+        ]
+
+    def lr_find_results(self, problem: str):
+        """``[(optimizer label, LRFinderResult)]`` for a problem."""
+        from optimlab.lab.lr_finder import LRFinderResult
+
+        return [
+            (find["label"], LRFinderResult.from_json(find["result"]))
+            for find in self.lr_finds
+            if find["problem_name"] == problem
+        ]
+
+    # -- numbers -----------------------------------------------------------------------------
+    def summaries(self) -> list[CellSummary]:
+        if self._summaries is None:
+            self._summaries = self._summarise()
+        return self._summaries
+
+    def _summarise(self) -> list[CellSummary]:
+        out: list[CellSummary] = []
+        for problem in self.problem_names:
+            objective = self.objective(problem)
+            cells = []
+            for label in self.optimizer_labels:
+                finals = sorted(self.select(problem, label, "final"), key=lambda r: r["seed"])
+                tunes = self.select(problem, label, "tune")
+                if not finals:
+                    continue
+                cells.append(self._cell(problem, label, objective, finals, tunes))
+            # Ties (common with accuracy on a small validation set) go to the lower loss,
+            # then to the optimizer that reached the target on more seeds, in fewer steps.
+            ranked = sorted(
+                cells,
+                key=lambda c: (
+                    objective.sort_key(c.objective_mean),
+                    _finite_or_inf(
+                        c.val_loss_mean if c.val_loss_mean is not None else c.train_loss_mean
+                    ),
+                    -c.reached_target / max(c.seeds, 1),
+                    c.steps_to_target if c.steps_to_target is not None else math.inf,
+                ),
+            )
+            for rank, cell in enumerate(ranked, start=1):
+                cell.rank = rank
+            out.extend(ranked)
+        return out
+
+    @staticmethod
+    def _cell(problem, label, objective: Objective, finals, tunes) -> CellSummary:
+        finals_f = [run["final"] for run in finals]
+        obj = _mean_std(
+            [objective.raw(f) if not f["diverged"] else objective.value(f) for f in finals_f]
+        )
+
+        def stat(key):
+            values = [f.get(key) for f in finals_f]
+            if all(v is None for v in values):
+                return None, None
+            return _mean_std([math.nan if v is None else float(v) for v in values])
+
+        train = stat("train_loss")
+        val_loss, val_metric = stat("val_loss"), stat("val_metric")
+        reached = [f for f in finals_f if f.get("steps_to_target") is not None]
+        hparams = dict(finals[0]["config"]["hparams"])
+        sensitivity = sorted(
+            (float(run["config"]["hparams"].get("lr", math.nan)), objective.raw(run["final"]))
+            for run in tunes
+        )
+        sec = _median([f.get("sec_per_step") for f in finals_f])
+        return CellSummary(
+            problem=problem,
+            optimizer=label,
+            hparams=hparams,
+            lr=hparams.get("lr"),
+            seeds=len(finals),
+            diverged=sum(bool(f["diverged"]) for f in finals_f),
+            objective_label=objective.label(finals_f[0]),
+            objective_mean=obj[0],
+            objective_std=obj[1],
+            train_loss_mean=train[0],
+            train_loss_std=train[1],
+            val_loss_mean=val_loss[0],
+            val_loss_std=val_loss[1],
+            val_metric_mean=val_metric[0],
+            val_metric_std=val_metric[1],
+            reached_target=len(reached),
+            steps_to_target=_median([f["steps_to_target"] for f in reached]),
+            seconds_to_target=_median([f["seconds_to_target"] for f in reached]),
+            ms_per_step=None if sec is None else 1000 * sec,
+            state_bytes_per_param=_median([f.get("state_bytes_per_param") for f in finals_f]),
+            tuning_trials=len(tunes),
+            sensitivity=sensitivity,
+        )
+
+    def ranking(self) -> list[dict[str, Any]]:
+        """Overall ranking: mean of the per-problem ranks (1 is best), then per-problem ranks."""
+        per: dict[str, dict[str, int]] = {}
+        for cell in self.summaries():
+            per.setdefault(cell.optimizer, {})[cell.problem] = cell.rank
+        problems = self.problem_names
+        rows = []
+        for label, ranks in per.items():
+            # A problem on which the optimizer has no result counts as last place.
+            full = [ranks.get(p, len(per)) for p in problems]
+            rows.append(
+                {"optimizer": label, "mean_rank": statistics.fmean(full), "ranks": dict(ranks)}
+            )
+        rows.sort(key=lambda r: (r["mean_rank"], r["optimizer"]))
+        for place, row in enumerate(rows, start=1):
+            row["place"] = place
+        return rows
+
+    def best(self, problem: str, optimizer: str) -> CellSummary:
+        for cell in self.summaries():
+            if cell.problem == problem and cell.optimizer == optimizer:
+                return cell
+        raise KeyError((problem, optimizer))
+
+    # -- conversions -------------------------------------------------------------------------
+    def to_records(self) -> list[dict[str, Any]]:
+        """One flat dict per problem × optimizer (the table of the report)."""
+        return [cell.to_record() for cell in self.summaries()]
+
+    def run_records(self) -> list[dict[str, Any]]:
+        """One flat dict per run (tuning trials and seed reruns), without curves."""
+        rows = []
+        for run in self.runs:
+            row = {
+                "run_id": run["run_id"],
+                "problem": run["problem_name"],
+                "optimizer": run["label"],
+                "role": run["role"],
+                "seed": run["seed"],
+                "status": run["status"],
+                "wall_time": run["wall_time"],
+                "finished_at": run["finished_at"],
+            }
+            row.update({f"hp_{k}": v for k, v in run["config"]["hparams"].items()})
+            row.update(run["final"])
+            rows.append(row)
+        return rows
+
+    def to_pandas(self, runs: bool = False):
+        """A ``pandas.DataFrame`` of :meth:`to_records` (or of every run with ``runs=True``)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("to_pandas() needs pandas: pip install pandas") from None
+        return pd.DataFrame(self.run_records() if runs else self.to_records())
+
+    # -- plots and report --------------------------------------------------------------------
+    def plot_loss_curves(self, problem: str):
+        from optimlab.lab import plots
+
+        return plots.plot_loss_curves(self, problem)
+
+    def plot_lr_sensitivity(self, problem: str):
+        from optimlab.lab import plots
+
+        return plots.plot_lr_sensitivity(self, problem)
+
+    def plot_lr_finder(self, problem: str):
+        from optimlab.lab import plots
+
+        return plots.plot_lr_finder(self.lr_find_results(problem), title=problem)
+
+    def plot_trajectories(self, problem: str):
+        from optimlab.lab import plots
+
+        return plots.plot_trajectories(self, problem)
+
+    def write_report(self, out_dir=None) -> Path:
+        """Write the HTML report, Markdown summary and PNGs; returns the HTML path."""
+        from optimlab.lab.report import write_report
+
+        return write_report(self, Path(out_dir) if out_dir is not None else self.out_dir)
+
+    @property
+    def report_path(self) -> Path | None:
+        from optimlab.lab.report import report_paths
+
+        return None if self.out_dir is None else report_paths(self.out_dir, self.kind)["html"]
+
+    # -- display -----------------------------------------------------------------------------
+    def table_rows(self) -> tuple[list[str], list[list[str]]]:
+        """Header and formatted rows of the summary table (for console, HTML and Markdown)."""
+        from optimlab.lab.formatting import summary_table
+
+        return summary_table(self)
+
+    def __repr__(self) -> str:
+        header, rows = self.table_rows()
+        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+        lines = [
+            f"Results(sweep={self.sweep_id[:8]}, kind={self.kind}, runs={len(self.runs)})",
+            "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)),
+        ]
+        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        from optimlab.lab.formatting import html_table
+
+        header, rows = self.table_rows()
+        return html_table(header, rows)

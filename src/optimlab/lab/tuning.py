@@ -1,0 +1,291 @@
+"""Tuning within an equal budget: a log-spaced learning-rate grid, or an Optuna search.
+
+Both tuners speak the same small protocol, so the scheduler in :mod:`optimlab.lab.protocol`
+treats them alike:
+
+* ``pending()`` returns hyperparameter settings to run now (``[(token, hparams)]``);
+* ``record(token, record)`` feeds back a finished run;
+* ``done()`` says the budget is spent; ``best()`` returns the best hyperparameters.
+
+The budget is the number of trials (runs), the same for every optimizer, so an optimizer
+with more knobs gets no more tries than one with fewer (DeepOBS's rule).
+
+**Grid** (default): ``budget`` learning rates spaced evenly in log space over the problem's
+``default_lr_range``. Deterministic and embarrassingly parallel.
+
+**Optuna** (``search="optuna"``): TPE over ``lr`` (log-uniform over the same range) plus,
+on request, other hyperparameters from :data:`SEARCH_SPACES`. The study lives in the lab's
+SQLite file (``sqlite:///…/lab.db``) or any Optuna storage URL, e.g.
+``postgresql://user@host/db``: machines that run the same command against the same URL share
+one study (same name), each asking for trials until the study holds ``budget`` of them. A
+trial interrupted by a crash is picked up again by the next run on the same host.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from optimlab.lab.errors import LabError
+from optimlab.lab.objective import Objective
+
+
+def grid_lrs(lo: float, hi: float, budget: int) -> list[float]:
+    """``budget`` learning rates evenly spaced in log space over ``[lo, hi]``."""
+    if budget < 1:
+        raise LabError(f"budget must be at least 1, got {budget}")
+    if budget == 1:
+        return [float(math.sqrt(lo * hi))]
+    return [float(f"{v:.6g}") for v in np.geomspace(lo, hi, budget)]
+
+
+# -- search spaces ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searchable hyperparameter: ``name`` is what Optuna sees, ``apply`` puts the sampled
+    value into the optimizer's keyword arguments (``beta1`` lives inside ``betas``)."""
+
+    name: str
+    low: float
+    high: float
+    log: bool = False
+    description: str = ""
+
+    def apply(self, value: float, kwargs: dict[str, Any], defaults: dict[str, Any]) -> None:
+        if self.name == "beta1":
+            betas = tuple(kwargs.get("betas", defaults.get("betas", (0.9, 0.999))))
+            kwargs["betas"] = (value, betas[1])
+        elif self.name == "one_minus_beta2":
+            betas = tuple(kwargs.get("betas", defaults.get("betas", (0.9, 0.999))))
+            kwargs["betas"] = (betas[0], 1.0 - value)
+        elif self.name == "one_minus_alpha":
+            kwargs["alpha"] = 1.0 - value
+        else:
+            kwargs[self.name] = value
+
+
+_BETA1 = Param("beta1", 0.5, 0.99, description="first-moment decay β1")
+_BETA2 = Param("one_minus_beta2", 1e-4, 1e-1, log=True, description="1 − β2 (second moment)")
+_EPS = Param("eps", 1e-10, 1e-4, log=True, description="ε")
+_WD = Param("weight_decay", 1e-6, 1e-1, log=True, description="weight decay")
+_ADAM = (_BETA1, _BETA2, _EPS, _WD)
+
+#: Extra hyperparameters ``search="optuna"`` can tune per optimizer (beyond ``lr``).
+SEARCH_SPACES: dict[str, tuple[Param, ...]] = {
+    "sgd": (Param("momentum", 0.5, 0.99, description="momentum μ"), _WD),
+    "adagrad": (_EPS, _WD),
+    "rmsprop": (
+        Param("one_minus_alpha", 1e-3, 1e-1, log=True, description="1 − α (square average)"),
+        _EPS,
+        Param("momentum", 0.0, 0.99, description="momentum"),
+        _WD,
+    ),
+    "adadelta": (Param("rho", 0.8, 0.999, description="ρ"), _EPS, _WD),
+    "adam": _ADAM,
+    "adamw": _ADAM,
+    "amsgrad": _ADAM,
+    "radam": _ADAM,
+    "adamax": _ADAM,
+    "nadam": _ADAM,
+    "adabound": _ADAM,
+    "amsbound": _ADAM,
+}
+
+
+def search_params(optimizer: str, which: str | list[str]) -> list[Param]:
+    """The extra hyperparameters to tune: ``"lr"`` (none), ``"all"`` or a list of names."""
+    space = SEARCH_SPACES.get(optimizer, ())
+    if which == "lr" or which == ["lr"]:
+        return []
+    if which == "all":
+        return list(space)
+    names = [n.strip() for n in (which.split(",") if isinstance(which, str) else which)]
+    by_name = {p.name: p for p in space}
+    chosen = []
+    for name in names:
+        if name in ("", "lr"):
+            continue
+        if name not in by_name:
+            choices = ", ".join(["lr", *by_name]) or "lr"
+            raise LabError(f"cannot tune '{name}' for {optimizer} (choose from: {choices}, all)")
+        chosen.append(by_name[name])
+    return chosen
+
+
+def optimizer_defaults(name: str, hparams: dict[str, Any]) -> dict[str, Any]:
+    """The optimizer's default hyperparameters (for the half of ``betas`` not being tuned)."""
+    import torch
+
+    from optimlab.lab.optimizers import build_optimizer
+    from optimlab.lab.presets import OptimizerSpec
+
+    opt = build_optimizer(OptimizerSpec(name, name, dict(hparams)), [torch.zeros(1)], lr=1e-3)
+    return dict(opt.defaults)
+
+
+# -- tuners ----------------------------------------------------------------------------------
+
+
+def _better(objective: Objective, a: float, b: float) -> bool:
+    return objective.sort_key(a) < objective.sort_key(b)
+
+
+class GridTuner:
+    """Every point of a learning-rate grid, all at once."""
+
+    def __init__(self, lrs: list[float], base: dict[str, Any], objective: Objective) -> None:
+        self.objective = objective
+        self._todo = [{**base, "lr": lr} for lr in lrs]
+        self._expected = len(self._todo)
+        self._results: list[tuple[dict[str, Any], tuple[float, float]]] = []
+
+    @property
+    def size(self) -> int:
+        return self._expected
+
+    def pending(self) -> list[tuple[Any, dict[str, Any]]]:
+        todo, self._todo = self._todo, []
+        return [(None, hp) for hp in todo]
+
+    def record(self, token: Any, hparams: dict[str, Any], record: dict[str, Any]) -> None:
+        final = record["final"]
+        self._results.append(
+            (hparams, (self.objective.value(final), self.objective.tiebreak(final)))
+        )
+
+    def done(self) -> bool:
+        return len(self._results) >= self._expected
+
+    def best(self) -> dict[str, Any]:
+        # Ties on the objective go to the lower loss, then to the smaller learning rate (the
+        # more conservative choice).
+        ranked = sorted(
+            self._results,
+            key=lambda r: (self.objective.sort_key(r[1][0]), r[1][1], r[0].get("lr", 0.0)),
+        )
+        return ranked[0][0]
+
+
+def _pid_alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class OptunaTuner:
+    """TPE over ``lr`` and ``params`` in a named study that may be shared between machines."""
+
+    def __init__(
+        self,
+        *,
+        study_name: str,
+        storage: str,
+        objective: Objective,
+        base: dict[str, Any],
+        lr_range: tuple[float, float] | None,
+        params: list[Param],
+        defaults: dict[str, Any],
+        budget: int,
+        parallel: int,
+        seed: int,
+    ) -> None:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.objective = objective
+        self.base, self.lr_range, self.params, self.defaults = base, lr_range, params, defaults
+        self.budget, self.parallel = budget, max(1, parallel)
+        self.host = socket.gethostname()
+        sampler = optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=max(2, min(10, budget // 3)), constant_liar=True
+        )
+        try:
+            self.study = optuna.create_study(
+                study_name=study_name,
+                storage=storage,
+                sampler=sampler,
+                direction=objective.direction,
+                load_if_exists=True,
+            )
+        except Exception as exc:  # bad URL, missing driver, unreachable server
+            raise LabError(f"cannot open Optuna storage '{storage}': {exc}") from None
+        self._states = optuna.trial.TrialState
+        self._inflight: dict[int, dict[str, Any]] = {}
+        self._adopted: list[tuple[int, dict[str, Any]]] = []
+        # Trials this host started in a process that no longer exists (killed mid-sweep):
+        # run their parameters again and report them, so no trial of the budget is lost.
+        for trial in self.study.get_trials(deepcopy=False, states=(self._states.RUNNING,)):
+            attrs = trial.user_attrs
+            if attrs.get("host") == self.host and not _pid_alive(attrs.get("pid")):
+                self._adopted.append((trial.number, self._hparams(trial.params)))
+
+    @property
+    def size(self) -> int:
+        return self.budget
+
+    def _hparams(self, values: dict[str, float]) -> dict[str, Any]:
+        kwargs = dict(self.base)
+        if "lr" in values:
+            kwargs["lr"] = values["lr"]
+        for param in self.params:
+            if param.name in values:
+                param.apply(values[param.name], kwargs, self.defaults)
+        return kwargs
+
+    def _count(self, *states) -> int:
+        return len(self.study.get_trials(deepcopy=False, states=states))
+
+    def pending(self) -> list[tuple[Any, dict[str, Any]]]:
+        out = []
+        while self._adopted:
+            number, hparams = self._adopted.pop()
+            self._inflight[number] = hparams
+            out.append((number, hparams))
+        S = self._states
+        while (
+            len(self._inflight) < self.parallel
+            and self._count(S.COMPLETE, S.FAIL, S.RUNNING, S.PRUNED) < self.budget
+        ):
+            trial = self.study.ask()
+            trial.set_user_attr("host", self.host)
+            trial.set_user_attr("pid", os.getpid())
+            values = {}
+            if self.lr_range is not None:
+                values["lr"] = trial.suggest_float("lr", *self.lr_range, log=True)
+            for param in self.params:
+                values[param.name] = trial.suggest_float(
+                    param.name, param.low, param.high, log=param.log
+                )
+            hparams = self._hparams(values)
+            self._inflight[trial.number] = hparams
+            out.append((trial.number, hparams))
+        return out
+
+    def record(self, token: int, hparams: dict[str, Any], record: dict[str, Any]) -> None:
+        self._inflight.pop(token, None)
+        self.study.tell(token, self.objective.value(record["final"]), skip_if_finished=True)
+
+    def done(self) -> bool:
+        S = self._states
+        if self._inflight or self._adopted:
+            return False
+        return self._count(S.COMPLETE, S.FAIL, S.RUNNING, S.PRUNED) >= self.budget
+
+    def best(self) -> dict[str, Any]:
+        try:
+            return self._hparams(self.study.best_trial.params)
+        except ValueError:  # no completed trial (all failed elsewhere)
+            raise LabError(f"study '{self.study.study_name}' has no completed trial") from None

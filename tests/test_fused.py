@@ -1,0 +1,337 @@
+"""The fused engine: same numbers as ``loop`` for every optimizer and switch, flat storage that
+leaves the model alone, checkpoints that cross engines, and no recompiles under schedules."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import optimlab
+from optimlab.core import fused
+from optimlab.reference import REFERENCES
+
+from specs import SPECS, spec_configs, torch_kwargs
+from test_optimizers import default_lr, reference_kwargs, rel_err
+
+CASES = list(spec_configs())
+CASE_IDS = [c[2] for c in CASES]
+SHAPES = ((3, 4), (), (0,), (7,), (2, 3, 5))
+
+
+def make_params(dtype, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(s, generator=gen).to(dtype).requires_grad_() for s in SHAPES]
+
+
+def make_groups(params, cfg, cls):
+    lr = cfg.get("lr", default_lr(cls))
+    return [
+        {"params": params[:3]},
+        {"params": params[3:], "lr": 0.5 * lr, "weight_decay": cfg.get("weight_decay", 0) + 0.05},
+    ]
+
+
+def write_grads(params, step, seed=1):
+    """Write gradients the way autograd does: into the existing ``.grad`` when there is one."""
+    gen = torch.Generator().manual_seed(seed * 100_003 + step)
+    for p in params:
+        g = torch.randn(p.shape, generator=gen).to(p.dtype)
+        if p.grad is None:
+            p.grad = g
+        else:
+            p.grad.copy_(g)
+
+
+def run(spec, cfg, engine, dtype, steps, lr_schedule=True):
+    params = make_params(dtype)
+    opt = spec.cls(make_groups(params, cfg, spec.cls), **cfg, engine=engine)
+    base = [g["lr"] for g in opt.param_groups]
+    for step in range(steps):
+        if lr_schedule:
+            for group, lr in zip(opt.param_groups, base):
+                group["lr"] = lr * (0.5 + 0.5 * math.cos(math.pi * step / steps))
+        write_grads(params, step)
+        opt.step()
+    return params, opt
+
+
+@pytest.fixture
+def eager_kernels(monkeypatch):
+    """Run the recorded programs without torch.compile (same program, no codegen)."""
+    monkeypatch.setattr(fused, "COMPILE", False)
+
+
+@pytest.mark.parametrize(("spec", "cfg"), [c[:2] for c in CASES], ids=CASE_IDS)
+def test_fused_matches_loop_float32(spec, cfg):
+    """Compiled fused kernels (or torch's own, on the flat buffer) agree with the loop engine
+    to float32 rounding over 100 steps with a cosine lr schedule."""
+    pa, oa = run(spec, cfg, "loop", torch.float32, 100)
+    pb, ob = run(spec, cfg, "fused", torch.float32, 100)
+    assert ob.fused_stats["fused_steps"] + ob.fused_stats["torch_fused_steps"] == 99 * 2
+    assert ob.fused_stats["grad_copies"] == 0  # gradients were written into the flat views
+    for a, b in zip(pa, pb):
+        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-6)
+    sa, sb = oa.state_dict(), ob.state_dict()
+    assert sa["state"].keys() == sb["state"].keys()
+    for key in sa["state"]:
+        assert sa["state"][key].keys() == sb["state"][key].keys()
+        for name, value in sa["state"][key].items():
+            torch.testing.assert_close(sb["state"][key][name], value, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("spec", "cfg"), [c[:2] for c in CASES], ids=CASE_IDS)
+def test_fused_program_matches_reference_float64(spec, cfg, eager_kernels):
+    """The recorded program (executed eagerly) is the reference algorithm, to float64 rounding."""
+    params = make_params(torch.float64)
+    opt = spec.cls(make_groups(params, cfg, spec.cls), **cfg, engine="fused")
+    ref = REFERENCES[spec.name]
+    group_of = [0, 0, 0, 1, 1]
+    thetas = [p.detach().numpy().copy() for p in params]
+    states = [{} for _ in params]
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # float64 scalar state, as in the reference
+    try:
+        for step in range(50):
+            write_grads(params, step)
+            grads = [p.grad.detach().numpy().copy() for p in params]
+            opt.step()
+            for i, g in enumerate(grads):
+                kwargs = reference_kwargs(ref, opt.param_groups[group_of[i]])
+                thetas[i] = ref(thetas[i], g, states[i], **kwargs)
+    finally:
+        torch.set_default_dtype(previous)
+    assert opt.fused_stats["fused_steps"] + opt.fused_stats["torch_fused_steps"] == 49 * 2
+    for p, theta in zip(params, thetas):
+        assert rel_err(p.detach().numpy(), theta) <= 1e-10
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_fused_float64_compiled_to_rounding(spec):
+    pa, _ = run(spec, spec.configs[-1], "loop", torch.float64, 30)
+    pb, _ = run(spec, spec.configs[-1], "fused", torch.float64, 30)
+    for a, b in zip(pa, pb):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_fused_bf16_rounds_once(spec):
+    """bf16 parameters keep bf16 state (torch's rule: state has the parameter's dtype). The fused
+    kernel computes each element in fp32 and rounds once when storing, while loop/foreach round
+    after every operation, so fused stays at least as close to an fp32 run."""
+    exact, _ = run(spec, spec.configs[0], "loop", torch.float32, 20)
+    loop, _ = run(spec, spec.configs[0], "loop", torch.bfloat16, 20)
+    fused_, opt = run(spec, spec.configs[0], "fused", torch.bfloat16, 20)
+    assert all(p.dtype == torch.bfloat16 for p in fused_)
+    for _, state in opt.state.items():
+        for key in opt._state_keys(opt.param_groups[0]):
+            assert state[key].dtype == torch.bfloat16
+    err_loop = sum((a.float() - e).abs().sum().item() for a, e in zip(loop, exact))
+    err_fused = sum((a.float() - e).abs().sum().item() for a, e in zip(fused_, exact))
+    assert err_fused <= 1.5 * err_loop + 1e-3
+    for a, e in zip(fused_, exact):
+        torch.testing.assert_close(a.float(), e, rtol=0.05, atol=0.05)
+
+
+def test_none_gradient_and_uneven_steps_fall_back_and_stay_exact(eager_kernels):
+    """A step where one parameter has no gradient runs eagerly on the flat views (counted);
+    the per-parameter step counts then differ and steps stay eager until they agree."""
+    spec_cfg = {"lr": 0.01}
+    results = []
+    for engine in ("loop", "fused"):
+        params = make_params(torch.float64)
+        opt = optimlab.Adam(params, **spec_cfg, engine=engine)
+        for step in range(12):
+            write_grads(params, step)
+            if step == 5:
+                params[0].grad = None
+            opt.step()
+        results.append((params, opt))
+    (pa, oa), (pb, ob) = results
+    for a, b in zip(pa, pb):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+    assert ob.fused_stats["eager_steps"] == 7  # step 5 and the uneven ones after it
+    assert oa.state[pa[0]]["step"].item() == ob.state[pb[0]]["step"].item() == 11
+
+
+def test_flat_storage_keeps_the_model_intact():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ids = [id(p) for p in model.parameters()]
+    opt = optimlab.AdamW(model.parameters(), lr=1e-2, engine="fused")
+    x, y = torch.randn(16, 5), torch.randn(16, 3)
+    for _ in range(3):
+        opt.zero_grad()
+        nn.functional.mse_loss(model(x), y).backward()
+        opt.step()
+    assert [id(p) for p in model.parameters()] == ids
+    assert isinstance(model[0].weight, nn.Parameter)
+    assert model.state_dict().keys() == before.keys()
+    bucket = opt._flat[0][0]
+    base = bucket.flat_param.data_ptr()
+    size = bucket.flat_param.numel() * bucket.flat_param.element_size()
+    for p in model.parameters():
+        assert base <= p.data_ptr() < base + size
+        assert p.grad.data_ptr() >= bucket.flat_grad.data_ptr()
+    # opt.zero_grad() keeps the views, so backward accumulates in place: nothing is copied
+    assert opt.fused_stats["grad_copies"] == 0
+    assert opt.fused_stats["fused_steps"] + opt.fused_stats["torch_fused_steps"] == 2
+
+
+def test_model_zero_grad_to_none_is_copied_in_and_counted():
+    torch.manual_seed(0)
+    model = nn.Linear(4, 2)
+    opt = optimlab.RAdam(model.parameters(), lr=1e-2, engine="fused")
+    x = torch.randn(8, 4)
+    for _ in range(4):
+        model.zero_grad(set_to_none=True)
+        model(x).pow(2).mean().backward()
+        opt.step()
+    assert opt.fused_stats["grad_copies"] == 2 * 3  # two params, three fused steps
+    assert opt.fused_stats["fused_steps"] == 3
+
+
+def test_training_loop_fused_equals_foreach():
+    runs = []
+    for engine in ("foreach", "fused"):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 2)).double()
+        opt = optimlab.NAdam(model.parameters(), lr=1e-2, weight_decay=0.01, engine=engine)
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(25):
+            x = torch.randn(32, 6, generator=gen, dtype=torch.float64)
+            opt.zero_grad()
+            model(x).pow(2).mean().backward()
+            opt.step()
+        runs.append(model)
+    for a, b in zip(runs[0].parameters(), runs[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_checkpoints_move_between_engines_and_torch(spec, eager_kernels):
+    cfg = spec.configs[-1]
+    straight, _ = run(spec, cfg, "loop", torch.float64, 20, lr_schedule=False)
+    for first, second in (("fused", "loop"), ("loop", "fused"), ("fused", "fused")):
+        params, opt = run(spec, cfg, first, torch.float64, 8, lr_schedule=False)
+        buf = io.BytesIO()
+        torch.save({"p": [p.detach() for p in params], "opt": opt.state_dict()}, buf)
+        buf.seek(0)
+        saved = torch.load(buf, weights_only=True)
+        params2 = make_params(torch.float64)
+        with torch.no_grad():
+            for p, s in zip(params2, saved["p"]):
+                p.copy_(s)
+        opt2 = spec.cls(make_groups(params2, cfg, spec.cls), **cfg, engine=second)
+        opt2.load_state_dict(saved["opt"])
+        for step in range(8, 20):
+            write_grads(params2, step)
+            opt2.step()
+        for a, b in zip(straight, params2):
+            torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+    kwargs = torch_kwargs(spec, cfg)
+    if kwargs is not None:
+        params, opt = run(spec, cfg, "fused", torch.float64, 8, lr_schedule=False)
+        theirs = spec.torch_cls(make_groups(params, cfg, spec.cls), **kwargs)
+        theirs.load_state_dict(opt.state_dict())
+        for step in range(8, 20):
+            write_grads(params, step)
+            theirs.step()
+        for a, b in zip(straight, params):
+            torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["adam", "radam", "nadam", "adabound", "rmsprop", "sgd"])
+def test_no_recompiles_under_a_cosine_lr_and_changing_beta(name, monkeypatch):
+    """1,000 steps with a new lr and a new beta1 (or momentum) at every step compile nothing
+    after the first step's programs."""
+    extra = {"sgd": {"momentum": 0.9}, "rmsprop": {"momentum": 0.5}}.get(name, {})
+    params = make_params(torch.float32)
+    opt = optimlab.create_optimizer(name, params, lr=1e-3, engine="fused", **extra)
+    # Force the compiled path even where torch has a fused kernel for the formula.
+    monkeypatch.setattr(type(opt), "_torch_fused", lambda *a, **k: False)
+    for step in range(20):  # past RAdam's rectification switch: both programs exist
+        write_grads(params, step)
+        opt.step()
+    compiled = len(fused._KERNELS)
+    torch._dynamo.utils.counters.clear()
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for step in range(1000):
+            for group in opt.param_groups:
+                group["lr"] = 1e-3 * (0.5 + 0.5 * math.cos(math.pi * step / 1000))
+                if "betas" in group:
+                    group["betas"] = (0.9 - 0.05 * step / 1000, group["betas"][1])
+                elif group.get("momentum"):
+                    group["momentum"] = 0.5 + 0.4 * step / 1000
+            write_grads(params, step)
+            opt.step()
+    assert len(fused._KERNELS) == compiled
+    assert sum(torch._dynamo.utils.counters["recompiles"].values()) == 0
+    assert opt.fused_stats["fused_steps"] >= 1000
+
+
+def test_auto_fuses_large_groups_only(monkeypatch):
+    small = [torch.randn(10, requires_grad=True)]
+    opt = optimlab.Adam(small)
+    for _ in range(3):
+        small[0].grad = torch.randn(10)
+        opt.step()
+    assert not opt._flat
+    monkeypatch.setattr(fused, "AUTO_MIN_NUMEL", 5)
+    big = [torch.randn(10, requires_grad=True)]
+    opt = optimlab.Adam(big)
+    for _ in range(3):
+        big[0].grad = torch.randn(10)
+        opt.step()
+    assert opt._flat and opt.fused_stats["torch_fused_steps"] == 2
+
+
+def test_complex_parameters_stay_on_the_eager_path():
+    p = torch.randn(4, dtype=torch.complex64, requires_grad=True)
+    q = p.detach().clone().requires_grad_()
+    a = optimlab.Adam([p], lr=0.1, engine="fused")
+    b = optimlab.Adam([q], lr=0.1, engine="loop")
+    for _ in range(5):
+        g = torch.randn(4, dtype=torch.complex64)
+        p.grad, q.grad = g.clone(), g.clone()
+        a.step()
+        b.step()
+    assert not a._flat
+    torch.testing.assert_close(p, q)
+
+
+def test_kernel_source_is_straight_line():
+    rec = fused.RecordingOps(2)
+    ops_out = rec.sqrt([fused.Sym(1)])
+    rec.addcdiv_([fused.Sym(0)], [fused.Sym(1)], ops_out, -0.5)
+    source = fused.kernel_source(tuple(rec.program), 2)
+    assert "t2 = torch.sqrt(t1)" in source
+    assert "t0.copy_(t0 + scalars[0] * (t1 / t2))" in source
+    assert rec.values == [-0.5]
+    np.testing.assert_equal(len(source.splitlines()), 4)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_fused_on_cuda_matches_loop(spec):
+    def on_cuda(engine):
+        params = [p.detach().cuda().requires_grad_() for p in make_params(torch.float32)]
+        opt = spec.cls(
+            make_groups(params, spec.configs[-1], spec.cls), **spec.configs[-1], engine=engine
+        )
+        for step in range(30):
+            write_grads(params, step)
+            opt.step()
+        return params, opt
+
+    pa, _ = on_cuda("loop")
+    pb, ob = on_cuda("fused")
+    assert ob.fused_stats["fused_steps"] == 29
+    for a, b in zip(pa, pb):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
