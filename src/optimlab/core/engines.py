@@ -113,10 +113,13 @@ def maybe_build_buckets(opt, index: int, group: dict) -> None:
     params = group["params"]
     if not params or index in opt._flat:
         return
-    device = params[0].device
-    numel = sum(p.numel() for p in params)
-    if resolve_engine(opt.engine, numel, device) != "fused":
-        return
+    if opt.engine == "auto":
+        # ``auto`` asks this at every step of a small model: remember the group's size.
+        cached = opt._numel_cache.get(index)
+        if cached is None or cached[0] != len(params):
+            cached = opt._numel_cache[index] = (len(params), sum(p.numel() for p in params))
+        if resolve_engine("auto", cached[1], params[0].device) != "fused":
+            return
     states = [opt.state.get(p, {}) for p in params]
     keys = opt._state_keys(group)
     if any(p.grad is None for p in params) or not fused.fusable(params, states, keys):

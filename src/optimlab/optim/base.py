@@ -61,6 +61,7 @@ class Optimizer(torch.optim.Optimizer):
         self.engine = engine
         self.step_info: list[dict[str, Any]] = []
         self._flat: dict[int, list] = {}  # fused engine: group index -> flat buckets
+        self._numel_cache: dict[int, tuple[int, int]] = {}
         self.fused_stats = new_fused_stats()
         super().__init__(params, defaults)
 
@@ -102,6 +103,7 @@ class Optimizer(torch.optim.Optimizer):
         self.__dict__.setdefault("engine", "auto")
         self.__dict__.setdefault("step_info", [])
         self.__dict__["_flat"] = {}
+        self.__dict__["_numel_cache"] = {}
         self.__dict__.setdefault("fused_stats", new_fused_stats())
         for group in self.param_groups:
             # A torch.optim checkpoint lacks optimlab's options: take the constructor's values,
