@@ -22,6 +22,7 @@ Neither touches torch's or NumPy's global random state.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -114,6 +115,8 @@ class Problem:
             isinstance(self.batch_size, int) and self.batch_size > 0
         ):
             raise ValueError(f"Invalid batch_size: {self.batch_size!r} (a positive int or None)")
+        if not math.isfinite(self.target):
+            raise ValueError(f"Invalid target: {self.target!r} (a finite train-loss value)")
         low, high = self.default_lr_range
         if not (0.0 < low < high):  # also rejects NaN
             raise ValueError(f"Invalid default_lr_range: {self.default_lr_range!r}")

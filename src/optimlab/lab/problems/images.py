@@ -105,7 +105,8 @@ DIGITS_MLP = Problem(
     steps=600,
     quick_steps=20,
     batch_size=DIGITS_BATCH,
-    target=0.1,
+    # Tuned Adam passes 0.02 after ~200 steps, momentum SGD ~240, plain SGD ~560.
+    target=0.02,
     metric="accuracy",
     default_lr_range=(1e-4, 1.0),
     build=partial(_build_digits, digits_mlp, DIGITS_BATCH),
@@ -118,7 +119,8 @@ DIGITS_CNN = Problem(
     steps=600,
     quick_steps=20,
     batch_size=DIGITS_BATCH,
-    target=0.1,
+    # Tuned Adam and momentum SGD pass 0.02 after ~160 steps, plain SGD ~340.
+    target=0.02,
     metric="accuracy",
     default_lr_range=(1e-4, 1.0),
     build=partial(_build_digits, digits_cnn, DIGITS_BATCH),
@@ -159,13 +161,16 @@ def _find(directory: Path, stem: str) -> Path | None:
 def fashion_mnist_missing() -> str | None:
     """``None`` when all four Fashion-MNIST files are present, else how to install them."""
     directory = fashion_mnist_dir()
-    missing = [s for s in FASHION_MNIST_FILES.values() if _find(directory, s) is None]
-    if not missing:
-        return None
+    if not directory.is_dir():
+        what = f"no directory {directory}"
+    else:
+        missing = [s for s in FASHION_MNIST_FILES.values() if _find(directory, s) is None]
+        if not missing:
+            return None
+        what = f"{directory} lacks {', '.join(m + '[.gz]' for m in missing)}"
     return (
-        f"Fashion-MNIST not found in {directory} (missing {', '.join(missing)}[.gz]); "
-        f"install it with `{INSTALL_HINT}` or point ${FASHION_MNIST_ENV} at a directory "
-        "holding the four IDX files"
+        f"Fashion-MNIST not found ({what}); install it with `{INSTALL_HINT}` "
+        f"(or set ${FASHION_MNIST_ENV})"
     )
 
 
@@ -260,7 +265,8 @@ FMNIST_MLP = Problem(
     steps=2000,
     quick_steps=20,
     batch_size=FMNIST_BATCH,
-    target=0.1,
+    # Adam (lr 1e-3) passes 0.35 after ~750 steps, momentum SGD (0.03) after ~1000.
+    target=0.35,
     metric="accuracy",
     default_lr_range=(1e-4, 1.0),
     build=partial(_build_fmnist, "fmnist_mlp", fmnist_mlp, FMNIST_BATCH),
@@ -274,7 +280,8 @@ FMNIST_2C2D = Problem(
     steps=1000,
     quick_steps=20,
     batch_size=FMNIST_BATCH,
-    target=0.1,
+    # Adam (lr 1e-3) and momentum SGD (0.03) both get near 0.27-0.30 by step 750.
+    target=0.30,
     metric="accuracy",
     default_lr_range=(1e-4, 1.0),
     build=partial(_build_fmnist, "fmnist_2c2d", fmnist_2c2d, FMNIST_BATCH),
