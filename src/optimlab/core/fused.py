@@ -75,6 +75,7 @@ class RecordingOps:
     """
 
     name = "fused"
+    static_program = True
 
     def __init__(self, n_inputs: int) -> None:
         self.program: list[tuple] = []

@@ -45,6 +45,8 @@ class LoopOps:
     """One tensor at a time, with plain in-place tensor methods."""
 
     name = "loop"
+    #: eager engines may skip work whose coefficient is zero; a recording engine may not
+    static_program = False
 
     def clone(self, xs: TensorList) -> TensorList:
         return [x.clone() for x in xs]

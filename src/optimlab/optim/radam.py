@@ -90,24 +90,33 @@ class RAdam(Optimizer):
         rho_inf = 2.0 / (1.0 - beta2) - 1.0
         rho = [rho_inf - 2.0 * t * beta2**t / b for t, b in zip(steps, bc2)]
         rectified = [r > group["rectify_threshold"] for r in rho]
-        on = [i for i, ok in enumerate(rectified) if ok]
+        # θ ← θ + a·m/(√v + ε) + b·m, with a = 0 where the step is not rectified and b = 0 where
+        # it is (or where below_threshold="skip").
+        adaptive, plain = [], []
+        for i, ok in enumerate(rectified):
+            r = _rectification(rho[i], rho_inf) if ok else 0.0
+            adaptive.append(-lr * r * math.sqrt(bc2[i]) / bc1[i] if ok else 0.0)
+            sgd = not ok and group["below_threshold"] == "sgd"
+            plain.append(-lr / bc1[i] if sgd else 0.0)
+        # Eager engines skip a term that is zero for a tensor; the fused engine records both so
+        # that its program is the same before and after rectification starts.
+        everything = list(range(len(steps)))
+        on = everything if ops.static_program else [i for i in everything if rectified[i]]
+        off = everything if ops.static_program else [i for i in everything if plain[i] != 0.0]
         if on:
             denom = ops.sqrt([v[i] for i in on])
             ops.add_scalar_(denom, group["eps"])
-            step = []
-            for i in on:
-                r = math.sqrt(
-                    (rho[i] - 4.0)
-                    * (rho[i] - 2.0)
-                    * rho_inf
-                    / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho[i])
-                )
-                step.append(-lr * r * math.sqrt(bc2[i]) / bc1[i])
-            ops.addcdiv_([params[i] for i in on], [m[i] for i in on], denom, step)
-        off = [i for i, ok in enumerate(rectified) if not ok]
-        if off and group["below_threshold"] == "sgd":
-            ops.add_scaled_(
-                [params[i] for i in off], [m[i] for i in off], [-lr / bc1[i] for i in off]
+            ops.addcdiv_(
+                [params[i] for i in on], [m[i] for i in on], denom, [adaptive[i] for i in on]
             )
+        if off:
+            ops.add_scaled_([params[i] for i in off], [m[i] for i in off], [plain[i] for i in off])
         latest = max(range(len(steps)), key=steps.__getitem__)
         info["rectified"] = rectified[latest]
+
+
+def _rectification(rho_t: float, rho_inf: float) -> float:
+    """r = √((ρₜ−4)(ρₜ−2)ρ∞ / ((ρ∞−4)(ρ∞−2)ρₜ)), Liu et al. Alg. 2 line 9."""
+    return math.sqrt(
+        (rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t)
+    )
