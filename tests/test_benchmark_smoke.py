@@ -1,0 +1,201 @@
+"""Smoke test of benchmarks/step_speed.py: it imports, runs its core on a tiny layout, and writes
+the JSON it promises. Nothing here looks at how fast anything is."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import optimlab
+
+BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+TINY = [("a", (1000,)), ("b", (10, 100)), ("c", (1000,))]
+
+ROW_KEYS = {
+    "optimizer",
+    "engine",
+    "status",
+    "reason",
+    "torch_baseline",
+    "ms",
+    "torch_ms",
+    "ratio",
+    "ratio_paired",
+    "steps",
+    "times_ms",
+    "torch_times_ms",
+    "min_bytes_per_param",
+    "gbps",
+    "torch_gbps",
+    "bw_fraction",
+    "extra_mib",
+    "torch_extra_mib",
+    "state_mib",
+    "first_step_ms",
+    "warmup_ms",
+    "startup_overhead_s",
+    "torch_first_step_ms",
+    "compile_seconds",
+    "fused_stats",
+    "adamw_ref_ms",
+    "gbps_fraction_of_adamw",
+    "target",
+}
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCH_DIR / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return _load("step_speed")
+
+
+@pytest.fixture
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_min_bytes_table_covers_every_optimizer(bench):
+    assert set(bench.MIN_BYTES_PER_PARAM) == set(optimlab.available_optimizers())
+    assert set(bench.TORCH_BASELINES) == set(optimlab.available_optimizers())
+    p = torch.zeros(3, requires_grad=True)
+    for name in optimlab.available_optimizers():
+        _, extras = bench.MIN_BYTES_PER_PARAM[name]
+        opt = optimlab.create_optimizer(name, [p], **bench.OURS_KWARGS.get(name, {}))
+        group = opt.param_groups[0]
+        # The documented rule: 12 B (read p, g; write p) + 8 B per elementwise state tensor,
+        # for the benchmark's settings and with each flag of the table switched on.
+        variants = [dict(group)] + [{**group, flag: v} for flag in extras for v in (0, 0.9)]
+        for g in variants:
+            expected = 12 + 8 * len(opt._state_keys(g))
+            assert bench.min_bytes_per_param(name, g) == expected, (name, g)
+
+
+def test_min_bytes_examples_from_the_issue(bench):
+    assert bench.min_bytes_per_param("adamw", {"amsgrad": False}) == 28
+    assert bench.min_bytes_per_param("sgd", {"momentum": 0.9}) == 20
+    assert bench.min_bytes_per_param("sgd", {"momentum": 0}) == 12
+    assert bench.min_bytes_per_param("rmsprop", {"centered": True, "momentum": 0.9}) == 36
+    assert bench.min_bytes_per_param("amsgrad", {"amsgrad": True}) == 36
+
+
+def test_layouts_have_the_published_sizes():
+    layouts = _load("_layouts")
+    for name, (tensors, params) in layouts.EXPECTED.items():
+        shapes = layouts.get_layout(name)
+        assert (len(shapes), layouts.numel(shapes)) == (tensors, params), name
+
+
+def test_run_layout_rows_and_json(bench, one_thread, tmp_path):
+    rows = bench.run_layout(
+        "tiny",
+        TINY,
+        optimizers=["sgd", "adamw"],
+        engines=["loop", "foreach"],
+        bandwidth={"add_gbps": 10.0, "copy_gbps": 10.0},
+        min_steps=3,
+        warmup=2,
+        budget_s=0,
+    )
+    assert [(r["optimizer"], r["engine"]) for r in rows] == [
+        ("sgd", "loop"),
+        ("sgd", "foreach"),
+        ("adamw", "loop"),
+        ("adamw", "foreach"),
+    ]
+    for row in rows:
+        assert set(row) == ROW_KEYS
+        assert row["status"] == "ok", row["reason"]
+        assert row["steps"] == 3 and len(row["times_ms"]) == len(row["torch_times_ms"]) == 3
+        for key in ("ms", "torch_ms", "ratio", "gbps", "bw_fraction", "first_step_ms"):
+            assert isinstance(row[key], float) and row[key] > 0, key
+        assert row["extra_mib"] is not None and row["extra_mib"] >= 0
+        assert row["target"] is None  # "tiny" has no targets
+        assert row["torch_baseline"]["mode"] == "fused"
+    assert rows[0]["min_bytes_per_param"] == 20 and rows[2]["min_bytes_per_param"] == 28
+
+    doc = {"rows": rows, "layout": {"name": "tiny"}}
+    path = tmp_path / "sub" / "out.json"
+    bench.write_json(path, doc)
+    assert json.loads(path.read_text())["rows"][0]["optimizer"] == "sgd"
+    assert [p.name for p in path.parent.iterdir()] == ["out.json"]  # no temporary left over
+
+
+def test_unavailable_engine_gives_na_row(bench, one_thread, monkeypatch):
+    real = optimlab.create_optimizer
+
+    def no_fused(name, params, engine="auto", **kwargs):
+        if engine == "fused":
+            raise NotImplementedError("engine='fused' is not available in this build")
+        return real(name, params, engine=engine, **kwargs)
+
+    monkeypatch.setattr(bench.optimlab, "create_optimizer", no_fused)
+    monkeypatch.setattr(bench, "_reset_compiler", lambda: None)
+    rows = bench.run_layout(
+        "many_small",  # a layout with targets: the n/a fused row gets an unset verdict
+        TINY,
+        optimizers=["adam"],
+        engines=["foreach", "fused"],
+        min_steps=2,
+        budget_s=0,
+        memory="none",
+    )
+    assert [r["status"] for r in rows] == ["ok", "n/a"]
+    assert "NotImplementedError" in rows[1]["reason"] and rows[1]["ms"] is None
+    assert rows[1]["target"]["verdict"] is None
+    assert bench.table_cells(rows[1])[3] == "n/a"
+
+
+def test_targets(bench):
+    def row(name, engine, ratio, gbps, mode):
+        base = {"mode": mode, "note": None, "label": ""}
+        return {
+            "optimizer": name,
+            "engine": engine,
+            "status": "ok",
+            "ratio": ratio,
+            "gbps": gbps,
+            "torch_baseline": base,
+        }
+
+    rows = [
+        row("adamw", "fused", 0.9, 100.0, "fused"),
+        row("adamw", "foreach", 3.0, 10.0, "fused"),
+        row("nadam", "fused", 0.3, 90.0, "foreach"),
+        row("radam", "fused", 0.3, 80.0, "foreach"),
+    ]
+    bench.apply_targets(rows, "gpt2")
+    assert rows[0]["target"]["verdict"] == "PASS"
+    assert "target" not in rows[1]
+    assert rows[2]["target"]["verdict"] == "PASS"
+    assert rows[3]["target"]["failed"] == ["GB/s"]
+    bench.apply_targets(rows, "many_small")
+    assert rows[0]["target"]["failed"] == ["ratio"]
+
+
+def test_recompile_check_counts_on_an_eager_engine(bench, one_thread):
+    rows = bench.recompile_check(["sgd", "adam"], steps=5, engine="foreach")
+    for r in rows:
+        assert r["status"] == "ok", r["reason"]
+        assert r["recompiles"] == 0 and r["initial_steps"] == 1
+
+
+def test_cli_without_cuda_exits_2(bench, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert bench.main(["--device", "cuda"]) == 2
+    assert "CUDA" in capsys.readouterr().err
