@@ -295,20 +295,29 @@ SYNC_OK, SYNC_NONE, SYNC_MOVED = 0, 1, 2
 
 def sync_grads(bucket: FlatBucket, stats: dict) -> int:
     """Make every ``p.grad`` the flat view again, copying in gradients that arrived elsewhere."""
-    for i, p in enumerate(bucket.params):
-        if p.data_ptr() != bucket.ptrs[i]:
-            return SYNC_MOVED
-        g = p.grad
-        if g is None:
+    params, views = bucket.params, bucket.grad_views
+    # List comprehensions keep this per-parameter check cheap for thousands of tensors.
+    if [p.data_ptr() for p in params] != bucket.ptrs:
+        return SYNC_MOVED
+    grads = [p.grad for p in params]
+    if all(g is v for g, v in zip(grads, views)):
+        return SYNC_OK
+    for p, g, view in zip(params, grads, views):
+        if g is None or g.is_sparse:
             return SYNC_NONE
-        view = bucket.grad_views[i]
         if g is not view:
-            if g.is_sparse:
-                return SYNC_NONE
             view.copy_(g)
             p.grad = view
             stats["grad_copies"] += 1
     return SYNC_OK
+
+
+def restore_grad_views(bucket: FlatBucket) -> None:
+    """Zero the flat gradient buffer and point every ``p.grad`` at its view again."""
+    bucket.flat_grad.zero_()
+    for p, view in zip(bucket.params, bucket.grad_views):
+        if p.grad is not view:
+            p.grad = view
 
 
 def is_uniform(bucket: FlatBucket) -> bool:

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from optimlab.core import fused
 from optimlab.core.engines import (
     ENGINES,
     maybe_build_buckets,
@@ -170,20 +171,16 @@ class Optimizer(torch.optim.Optimizer):
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Reset gradients. Groups in the fused engine's flat storage keep their gradient views
         and are zeroed in one pass, whatever ``set_to_none`` says (see docs/engines.md)."""
-        covered = set()
-        for buckets in self._flat.values():
-            for bucket in buckets:
-                bucket.flat_grad.zero_()
-                for p, view in zip(bucket.params, bucket.grad_views):
-                    if p.grad is not view:
-                        p.grad = view
-                    covered.add(p)
-        if not covered:
+        if not self._flat:
             super().zero_grad(set_to_none)
             return
-        for group in self.param_groups:
+        for index, group in enumerate(self.param_groups):
+            if index in self._flat:
+                for bucket in self._flat[index]:
+                    fused.restore_grad_views(bucket)
+                continue
             for p in group["params"]:
-                if p in covered or p.grad is None:
+                if p.grad is None:
                     continue
                 if set_to_none:
                     p.grad = None
