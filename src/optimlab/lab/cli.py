@@ -12,7 +12,6 @@ its parser with ``func=<handler>``, and list it in :data:`COMMANDS`.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -652,83 +651,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# -- config files ----------------------------------------------------------------------------
-
-
-def load_config(path: str) -> dict[str, Any]:
-    """Option values from a JSON or TOML file (by extension; JSON otherwise)."""
-    file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise LabError(f"cannot read config file '{path}': {exc.strerror}") from None
-    try:
-        if file.suffix.lower() == ".toml":
-            try:
-                import tomllib
-            except ModuleNotFoundError:  # Python 3.10
-                raise LabError("TOML config files need Python 3.11+; use JSON") from None
-            data = tomllib.loads(text)
-        else:
-            data = json.loads(text)
-    except LabError:
-        raise
-    except ValueError as exc:
-        raise LabError(f"bad config file '{path}': {str(exc).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise LabError(f"bad config file '{path}': expected a table/object of option values")
-    return data
-
-
-def _apply_config(parser: argparse.ArgumentParser, sub: argparse.ArgumentParser, args, argv):
-    """Re-parse with the config file's values as defaults (the command line still wins)."""
-    data = load_config(args.config)
-    actions = {a.dest: a for a in sub._actions if a.dest not in ("help", "config", "func")}
-    defaults = {}
-    for key, value in data.items():
-        dest = key.replace("-", "_")
-        action = actions.get(dest)
-        if action is None:
-            known = ", ".join(sorted(actions))
-            raise LabError(
-                f"bad config file '{args.config}': unknown option '{key}' (known: {known})"
-            )
-        defaults[dest] = _coerce(args.config, key, value, action)
-    sub.set_defaults(**defaults)
-    return parser.parse_args(argv)
-
-
-def _coerce(path: str, key: str, value: Any, action: argparse.Action) -> Any:
-    """Check a config value the way argparse would check it on the command line."""
-
-    def one(v):
-        if action.type is not None:
-            try:
-                return action.type(str(v) if not isinstance(v, str) else v)
-            except (argparse.ArgumentTypeError, ValueError) as exc:
-                raise LabError(f"bad config file '{path}': option '{key}': {exc}") from None
-        return v
-
-    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
-        if not isinstance(value, bool):
-            raise LabError(f"bad config file '{path}': option '{key}' must be true or false")
-        return value
-    if action.nargs in ("+", "*"):
-        values = value if isinstance(value, list) else [value]
-        return [one(v) for v in values]
-    if isinstance(value, list) and action.type is _lr_range:
-        value = ",".join(str(v) for v in value)
-    if isinstance(value, (list, dict)):
-        raise LabError(f"bad config file '{path}': option '{key}' takes a single value")
-    result = one(value)
-    if action.choices is not None and result not in action.choices:
-        raise LabError(
-            f"bad config file '{path}': option '{key}' must be one of "
-            f"{', '.join(map(str, action.choices))}, got {value!r}"
-        )
-    return result
-
-
 # -- entry point -----------------------------------------------------------------------------
 
 
@@ -743,8 +665,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = getattr(args, "debug", False)
     try:
         if getattr(args, "config", None):
+            from optimlab.lab.config_file import apply_config
+
             sub = parser._subparsers._group_actions[0].choices[args.command]
-            args = _apply_config(parser, sub, args, argv)
+            args = apply_config(parser, sub, args.config, argv)
         return args.func(args)
     except LabError as exc:
         if debug:

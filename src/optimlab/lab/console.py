@@ -87,15 +87,28 @@ def print_summary(results, console=None) -> None:
     console.print(table)
 
     header, rows = summary_table(results)
+    keep = list(range(len(header)))
+    if console.width < 150:
+        # A narrow terminal: the columns that answer "which optimizer, which lr"; the report
+        # has the rest.
+        wanted = (
+            "problem",
+            "rank",
+            "optimizer",
+            "best lr",
+            "objective (mean ± std)",
+            "steps to target",
+        )
+        keep = [header.index(name) for name in wanted]
     table = Table(title="Per problem (best setting, mean ± std over seeds)", title_justify="left")
-    for name in header:
-        table.add_column(name, no_wrap=True)
+    for i in keep:
+        table.add_column(header[i], overflow="fold")
     previous = None
     for row in rows:
         if previous is not None and row[0] != previous:
             table.add_section()
         previous = row[0]
-        table.add_row(*row)
+        table.add_row(*(row[i] for i in keep))
     console.print(table)
 
 

@@ -13,9 +13,10 @@ beyond that point the curve only says "too large".
 
 How a learning rate is suggested (``suggest=``):
 
-* ``"valley"`` (default): the longest stretch over which the smoothed loss keeps falling,
-  and the learning rate halfway along it (in log space). Robust to noise at both ends and
-  on the safe side of the minimum;
+* ``"valley"`` (default): the learning rate halfway (in log space) along the descent of the
+  smoothed loss, which runs from where the loss has fallen by a tenth of its total fall to
+  its minimum. A long flat start does not drag it down, and it stays on the safe side of the
+  minimum;
 * ``"steepest"``: where the smoothed loss falls fastest per decade of learning rate, before
   its minimum;
 * ``"minimum"``: one tenth of the learning rate at the minimum of the smoothed loss (the
@@ -206,32 +207,17 @@ def suggest_all(lrs: list[float], smoothed: list[float]) -> dict[str, tuple[floa
         f"steepest descent of the smoothed loss ({slope[i_steep]:.3g} per decade)",
     )
 
-    start, stop = _longest_descent(loss[: i_min + 1])
-    middle = 10 ** ((log_lr[start] + log_lr[stop]) / 2)
+    # The descent: from where the loss has fallen by a tenth of its total fall (the flat start
+    # is excluded, however long it is) down to the minimum.
+    start_level = float(np.median(loss[: skip + 1]))
+    threshold = start_level - 0.1 * (start_level - loss[i_min])
+    start = next((i for i in range(skip, i_min + 1) if loss[i] <= threshold), i_min)
+    middle = 10 ** ((log_lr[start] + log_lr[i_min]) / 2)
     out["valley"] = (
         float(middle),
-        f"middle of the longest descent of the smoothed loss ({lrs[start]:.3g} to {lrs[stop]:.3g})",
+        f"middle of the descent of the smoothed loss ({lrs[start]:.3g} to {lrs[i_min]:.3g})",
     )
     return out
-
-
-def _longest_descent(loss: np.ndarray) -> tuple[int, int]:
-    """First and last index of the longest decreasing subsequence of ``loss``.
-
-    Not necessarily contiguous, so small bumps of noise do not split a valley in two.
-    O(n²), fine for a few hundred points.
-    """
-    n = len(loss)
-    length = np.ones(n, dtype=int)
-    first = np.arange(n)
-    for j in range(1, n):
-        longer = np.where(loss[:j] > loss[j], length[:j], 0)
-        i = int(np.argmax(longer))
-        if longer[i] > 0:
-            length[j] = longer[i] + 1
-            first[j] = first[i]
-    stop = int(np.argmax(length))
-    return int(first[stop]), stop
 
 
 # -- the range test on a lab problem (used by ``optimlab lr-find`` and ``compare``) ----------

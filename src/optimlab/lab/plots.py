@@ -51,6 +51,14 @@ def style_for(labels: list[str]) -> dict[str, dict[str, Any]]:
     }
 
 
+def _legend(fig, ax) -> None:
+    """One legend outside the axes, on the right: with ten optimizers a legend inside would
+    hide the curves."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside right upper", fontsize=7, frameon=False)
+
+
 def _use_log(values) -> bool:
     values = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
     if values.size == 0 or (values <= 0).any():
@@ -89,7 +97,7 @@ def plot_loss_curves(results, problem: str):
     has_metric = any("val_metric" in run["curve"]["evals"] for run in finals)
     has_val_loss = any("val_loss" in run["curve"]["evals"] for run in finals)
     second = "val_metric" if has_metric else ("val_loss" if has_val_loss else None)
-    fig, axes = new_figure(ncols=2 if second else 1)
+    fig, axes = new_figure(width=12.0 if second else 9.5, ncols=2 if second else 1)
     styles = style_for(results.optimizer_labels)
     all_values = [v for run in finals for v in run["curve"]["smooth"]]
     log = _use_log(all_values)
@@ -114,7 +122,7 @@ def plot_loss_curves(results, problem: str):
     axes[0].set_ylabel("train loss (running mean, ~10 steps)")
     axes[0].set_title(f"{problem}: training loss, mean ± std over seeds")
     axes[0].grid(True, which="major", alpha=0.3)
-    axes[0].legend(fontsize=7, loc="best")
+    _legend(fig, axes[0])
     if second:
         name = results.problem(problem).metric if second == "val_metric" else "loss"
         axes[1].set_xlabel("step")
@@ -137,22 +145,27 @@ def plot_lr_sensitivity(results, problem: str):
     one.
     """
     objective = results.objective(problem)
-    fig, (ax,) = new_figure(width=8.0, height=4.2)
+    fig, (ax,) = new_figure(width=9.5, height=4.2)
     styles = style_for(results.optimizer_labels)
     cells = {c.optimizer: c for c in results.summaries() if c.problem == problem}
+    scattered = results.plan.get("search") == "optuna"
     finite = [
         v for c in cells.values() for _, v in c.sensitivity if v is not None and math.isfinite(v)
     ]
     log = objective.metric is None and _use_log(finite)
     # Diverged runs are drawn at the worst finite value seen, the edge of the plot.
     worst = (min(finite) if objective.higher_is_better else max(finite)) if finite else 1.0
-    for label, cell in cells.items():
+    for label in [label for label in results.optimizer_labels if label in cells]:
+        cell = cells[label]
         pts = [(lr, v) for lr, v in cell.sensitivity if math.isfinite(lr)]
         ok = [(lr, v) for lr, v in pts if math.isfinite(v)]
         bad = [lr for lr, v in pts if not math.isfinite(v)]
         style = styles[label]
         if ok:
-            ax.plot(*zip(*ok, strict=True), marker="o", ms=3.5, lw=1.3, label=label, **style)
+            # Optuna trials vary other hyperparameters too: joining them by lr would draw a
+            # curve that does not exist.
+            line = {"linestyle": "none"} if scattered else {"lw": 1.3}
+            ax.plot(*zip(*ok, strict=True), marker="o", ms=3.5, label=label, **{**style, **line})
         if bad:
             ax.plot(bad, [worst] * len(bad), ls="none", marker="x", color=style["color"])
         if cell.lr is not None and math.isfinite(cell.objective_mean):
@@ -164,7 +177,7 @@ def plot_lr_sensitivity(results, problem: str):
     direction = "higher" if objective.higher_is_better else "lower"
     ax.set_title(f"{problem}: lr sensitivity ({direction} is better; × = diverged)")
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    _legend(fig, ax)
     return fig
 
 
@@ -268,7 +281,7 @@ def trajectory_paths(results, problem: str) -> dict[str, np.ndarray]:
 def plot_trajectories(results, problem: str):
     """Contour plot of the function with each optimizer's path at its tuned lr."""
     prob = results.problem(problem)
-    fig, (ax,) = new_figure(width=7.5, height=6.0)
+    fig, (ax,) = new_figure(width=9.0, height=6.0)
     _contour(ax, prob)
     styles = style_for(results.optimizer_labels)
     for label, path in trajectory_paths(results, problem).items():
@@ -276,7 +289,7 @@ def plot_trajectories(results, problem: str):
         ax.plot(path[:, 0], path[:, 1], lw=1.5, label=f"{label} (lr={lr:.3g})", **styles[label])
         ax.plot(path[-1, 0], path[-1, 1], marker="o", ms=4, color=styles[label]["color"])
     ax.set_title(f"{problem}: paths at the tuned learning rates (★ minimum, ● start)")
-    ax.legend(fontsize=7, loc="best")
+    _legend(fig, ax)
     return fig
 
 

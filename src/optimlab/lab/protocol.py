@@ -23,7 +23,6 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from optimlab.lab.errors import LabError
@@ -62,8 +61,12 @@ DEFAULT_OPTIMIZERS = (
     "adadelta",
     "adam",
     "adamw",
+    "amsgrad",
+    "radam",
 )
-DEFAULT_BUDGET = 6
+#: Sized so that the default comparison stays under five minutes on two cores
+#: (measured by benchmarks/demo_time.py).
+DEFAULT_BUDGET = 8
 DEFAULT_SEEDS = 3
 DEFAULT_OUT = "optimlab-out"
 #: ``quick=True`` budgets: enough to exercise every code path, not to conclude anything.
@@ -189,6 +192,9 @@ def compare(
         progress: ``True`` for a rich progress bar, or an object with the
             :class:`NullProgress` methods.
     """
+    # A single name is a common slip in a notebook: list("adam") would be four optimizers.
+    problems = [problems] if isinstance(problems, str) else list(problems)
+    optimizers = [optimizers] if isinstance(optimizers, str) else list(optimizers)
     if search not in SEARCHES:
         raise LabError(f"unknown search '{search}' (choose from: {', '.join(SEARCHES)})")
     if budget is None:
@@ -198,6 +204,10 @@ def compare(
     seed_list = _seed_list(
         seeds if seeds is not None else (QUICK_SEEDS if quick else DEFAULT_SEEDS)
     )
+    from optimlab.core.engines import ENGINES
+
+    if engine not in ENGINES:
+        raise LabError(f"unknown engine '{engine}' (choose from: {', '.join(ENGINES)})")
     if workers is not None and workers < 1:
         raise LabError(f"workers must be at least 1, got {workers}")
     resolved = resolve_problems(
@@ -304,7 +314,8 @@ class _Scheduler:
     def run(self, cells: list[Cell]) -> None:
         total = 0
         for cell in cells:
-            total += cell.tuner.size + len(self._seeds(cell)) - 1
+            # Every final run counts, also the first seed's, which comes from the store.
+            total += cell.tuner.size + len(self._seeds(cell))
             self._queue_tuning(cell)
             if self.plan["lr_find"]:
                 total += 1
@@ -426,7 +437,3 @@ class _Scheduler:
                 self.progress.advance()
                 for callback in task.on_done:
                     callback(record)
-
-
-def default_out_dir() -> Path:
-    return Path(DEFAULT_OUT)

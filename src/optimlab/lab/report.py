@@ -275,7 +275,7 @@ def _meta(results) -> str:
     version_text = ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
     steps = ", ".join(f"{k}: {v}" for k, v in plan.get("steps", {}).items())
     return (
-        f"sweep {results.sweep_id[:12]} · {len(results.runs)} runs · "
+        f"sweep {results.sweep_id[:12]} · {len({r['run_id'] for r in results.runs})} runs · "
         f"search {plan.get('search')} · budget {plan.get('budget')} · "
         f"seeds {plan.get('seeds')} · steps {steps} · engine {plan.get('engine')} · "
         f"{version_text} · updated {results.sweep.get('updated_at', '')[:19]}"

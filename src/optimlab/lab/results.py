@@ -339,7 +339,8 @@ class Results:
         header, rows = self.table_rows()
         widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
         lines = [
-            f"Results(sweep={self.sweep_id[:8]}, kind={self.kind}, runs={len(self.runs)})",
+            f"Results(sweep={self.sweep_id[:8]}, kind={self.kind}, "
+            f"runs={len({r['run_id'] for r in self.runs})})",
             "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)),
         ]
         lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]

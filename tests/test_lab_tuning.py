@@ -1,0 +1,104 @@
+"""Tuners: the log grid, the Optuna search and its recovery of interrupted trials."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from optimlab.lab.errors import LabError
+from optimlab.lab.objective import Objective
+from optimlab.lab.tuning import GridTuner, OptunaTuner, grid_lrs, search_params
+
+
+def _record(loss, metric=None, diverged=False):
+    final = {"train_loss": loss, "val_loss": loss, "diverged": diverged}
+    if metric is not None:
+        final["val_metric"] = metric
+    return {"final": final}
+
+
+def test_grid_is_log_spaced_over_the_range():
+    assert grid_lrs(1e-4, 1.0, 5) == pytest.approx([1e-4, 1e-3, 1e-2, 1e-1, 1.0])
+    assert grid_lrs(1e-4, 1.0, 1) == pytest.approx([1e-2])
+    with pytest.raises(LabError):
+        grid_lrs(1e-4, 1.0, 0)
+
+
+def test_grid_tuner_picks_the_best_and_breaks_ties_by_loss():
+    tuner = GridTuner([0.01, 0.1, 1.0], {"momentum": 0.9}, Objective(metric="accuracy"))
+    pending = tuner.pending()
+    assert [hp["lr"] for _, hp in pending] == [0.01, 0.1, 1.0]
+    assert all(hp["momentum"] == 0.9 for _, hp in pending)
+    assert tuner.pending() == []  # handed out once
+    results = {0.01: _record(0.5, 0.9), 0.1: _record(0.3, 0.9), 1.0: _record(9.0, diverged=True)}
+    for token, hp in pending:
+        assert not tuner.done()
+        tuner.record(token, hp, results[hp["lr"]])
+    assert tuner.done()
+    assert tuner.best()["lr"] == 0.1  # same accuracy as 0.01, lower loss
+
+
+def test_search_params_by_name_and_all():
+    assert search_params("adam", "lr") == []
+    assert [p.name for p in search_params("adam", "beta1,eps")] == ["beta1", "eps"]
+    assert "momentum" in [p.name for p in search_params("sgd", "all")]
+    with pytest.raises(LabError, match="cannot tune 'rho' for adam"):
+        search_params("adam", "rho")
+
+
+def _tuner(url, budget=3):
+    return OptunaTuner(
+        study_name="t",
+        storage=url,
+        objective=Objective(metric=None),
+        base={},
+        lr_range=(1e-3, 1.0),
+        params=search_params("adam", "beta1"),
+        defaults={"betas": (0.9, 0.999)},
+        budget=budget,
+        parallel=1,
+        seed=0,
+    )
+
+
+def test_optuna_tuner_spends_the_budget_and_returns_the_best(tmp_path):
+    tuner = _tuner(f"sqlite:///{tmp_path / 'o.db'}")
+    seen = []
+    while not tuner.done():
+        for token, hp in tuner.pending():
+            assert 1e-3 <= hp["lr"] <= 1.0 and hp["betas"][1] == 0.999
+            seen.append(hp)
+            tuner.record(token, hp, _record(abs(hp["lr"] - 0.1)))
+    assert len(seen) == 3
+    best = tuner.best()
+    assert best == min(seen, key=lambda hp: abs(hp["lr"] - 0.1))
+
+
+_ASK_AND_DIE = """
+import os, sys
+sys.path.insert(0, {tests!r})
+from test_lab_tuning import _tuner
+[(token, hparams)] = _tuner({url!r}).pending()
+print(token, hparams["lr"], hparams["betas"][0], flush=True)
+os._exit(0)  # gone without reporting the trial, like a process killed mid-run
+"""
+
+
+def test_optuna_trial_of_a_killed_process_is_run_again(tmp_path):
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    code = _ASK_AND_DIE.format(tests=os.path.dirname(__file__), url=url)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    token, lr, beta1 = out.stdout.split()
+
+    second = _tuner(url)
+    assert [t.state.name for t in second.study.trials] == ["RUNNING"]
+    adopted = second.pending()
+    # The orphaned trial comes back first, with its own number and parameters.
+    assert adopted[0][0] == int(token)
+    assert adopted[0][1]["lr"] == float(lr) and adopted[0][1]["betas"][0] == float(beta1)
+    while not second.done():
+        for tok, hp in adopted or second.pending():
+            second.record(tok, hp, _record(1.0))
+        adopted = []
+    assert [t.state.name for t in second.study.trials] == ["COMPLETE"] * 3
