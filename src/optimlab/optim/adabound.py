@@ -7,11 +7,9 @@ import math
 
 from optimlab.core.transforms import (
     bias_correction,
-    direction,
     ema_,
     ema_sq_,
     schedule_multiplier,
-    weight_decay,
 )
 from optimlab.optim import validation as check
 from optimlab.optim.base import Optimizer
@@ -83,16 +81,7 @@ class AdaBound(Optimizer):
 
     def _update(self, ops, group, params, grads, state, steps, raw, info) -> None:
         lr, (beta1, beta2), gamma = group["lr"], group["betas"], group["gamma"]
-        g = direction(ops, grads, group["maximize"])
-        g = weight_decay(
-            ops,
-            params,
-            g,
-            mode=group["weight_decay_mode"],
-            lr=lr,
-            decay=group["weight_decay"],
-            initial_lr=group["initial_lr"],
-        )
+        g = self._gradient(ops, group, params, grads)
         m, v = state["exp_avg"], state["exp_avg_sq"]
         ema_(ops, m, g, beta1)
         ema_sq_(ops, v, g, beta2)

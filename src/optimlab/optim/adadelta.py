@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from optimlab.core.transforms import direction, ema_sq_, rms_denominator, weight_decay
+from optimlab.core.transforms import ema_sq_, rms_denominator
 from optimlab.optim import validation as check
 from optimlab.optim.base import Optimizer
 
@@ -52,16 +52,7 @@ class Adadelta(Optimizer):
 
     def _update(self, ops, group, params, grads, state, steps, raw, info) -> None:
         lr, rho, eps = group["lr"], group["rho"], group["eps"]
-        g = direction(ops, grads, group["maximize"])
-        g = weight_decay(
-            ops,
-            params,
-            g,
-            mode=group["weight_decay_mode"],
-            lr=lr,
-            decay=group["weight_decay"],
-            initial_lr=group["initial_lr"],
-        )
+        g = self._gradient(ops, group, params, grads)
         v, u = state["square_avg"], state["acc_delta"]
         ema_sq_(ops, v, g, rho)
         rms_g = rms_denominator(ops, v, eps=eps, eps_inside_sqrt=True)

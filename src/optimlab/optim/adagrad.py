@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from optimlab.core import torch_fused
-from optimlab.core.transforms import accumulate_sq_, direction, negate, weight_decay
+from optimlab.core.transforms import accumulate_sq_, negate
 from optimlab.optim import validation as check
 from optimlab.optim.base import Optimizer, scalar_step_tensor
 
@@ -68,16 +68,7 @@ class Adagrad(Optimizer):
 
     def _update(self, ops, group, params, grads, state, steps, raw, info) -> None:
         lr = group["lr"]
-        g = direction(ops, grads, group["maximize"])
-        g = weight_decay(
-            ops,
-            params,
-            g,
-            mode=group["weight_decay_mode"],
-            lr=lr,
-            decay=group["weight_decay"],
-            initial_lr=group["initial_lr"],
-        )
+        g = self._gradient(ops, group, params, grads)
         total = state["sum"]
         accumulate_sq_(ops, total, g)
         std = ops.sqrt(total)

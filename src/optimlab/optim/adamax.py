@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from optimlab.core.transforms import direction, ema_, negate, weight_decay
+from optimlab.core.transforms import ema_, negate
 from optimlab.optim import validation as check
 from optimlab.optim.base import Optimizer
 
@@ -52,16 +52,7 @@ class Adamax(Optimizer):
 
     def _update(self, ops, group, params, grads, state, steps, raw, info) -> None:
         lr, (beta1, beta2) = group["lr"], group["betas"]
-        g = direction(ops, grads, group["maximize"])
-        g = weight_decay(
-            ops,
-            params,
-            g,
-            mode=group["weight_decay_mode"],
-            lr=lr,
-            decay=group["weight_decay"],
-            initial_lr=group["initial_lr"],
-        )
+        g = self._gradient(ops, group, params, grads)
         m, u = state["exp_avg"], state["exp_inf"]
         ema_(ops, m, g, beta1)
         ops.mul_(u, beta2)

@@ -29,7 +29,7 @@ from optimlab.core.engines import (
     run_step,
     try_fused_step,
 )
-from optimlab.core.transforms import WEIGHT_DECAY_MODES
+from optimlab.core.transforms import WEIGHT_DECAY_MODES, direction, weight_decay
 from optimlab.optim import validation as check
 
 
@@ -200,6 +200,21 @@ class Optimizer(torch.optim.Optimizer):
 
     def _update(self, ops, group, params, grads, state, steps, raw, info) -> None:
         raise NotImplementedError
+
+    def _gradient(self, ops, group: dict, params: list, grads: list) -> list:
+        """The gradient every algorithm starts from: ``−g`` when maximizing, then the group's
+        weight decay (coupled into ``g``, or applied to ``θ`` directly); see
+        :func:`optimlab.core.transforms.weight_decay`."""
+        g = direction(ops, grads, group["maximize"])
+        return weight_decay(
+            ops,
+            params,
+            g,
+            mode=group["weight_decay_mode"],
+            lr=group["lr"],
+            decay=group["weight_decay"],
+            initial_lr=group["initial_lr"],
+        )
 
     def _torch_fused(self, group, param, grad, state, step) -> bool:
         """Step one flat buffer with a torch fused kernel if one computes exactly this

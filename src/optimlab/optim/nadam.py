@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from optimlab.core.transforms import (
     bias_correction,
-    direction,
     ema_,
     ema_sq_,
     rms_denominator,
-    weight_decay,
 )
 from optimlab.optim import validation as check
 from optimlab.optim.base import Optimizer, scalar_step_tensor
@@ -67,16 +65,7 @@ class NAdam(Optimizer):
 
     def _update(self, ops, group, params, grads, state, steps, raw, info) -> None:
         lr, (beta1, beta2), psi = group["lr"], group["betas"], group["momentum_decay"]
-        g = direction(ops, grads, group["maximize"])
-        g = weight_decay(
-            ops,
-            params,
-            g,
-            mode=group["weight_decay_mode"],
-            lr=lr,
-            decay=group["weight_decay"],
-            initial_lr=group["initial_lr"],
-        )
+        g = self._gradient(ops, group, params, grads)
         mu = [beta1 * (1.0 - 0.5 * 0.96 ** (t * psi)) for t in steps]
         mu_next = [beta1 * (1.0 - 0.5 * 0.96 ** ((t + 1.0) * psi)) for t in steps]
         products = [s["mu_product"] for s in raw]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from optimlab.core.transforms import direction, ema_, ema_sq_, rms_denominator, weight_decay
+from optimlab.core.transforms import ema_, ema_sq_, rms_denominator
 from optimlab.optim import validation as check
 from optimlab.optim.base import Optimizer
 
@@ -71,16 +71,7 @@ class RMSprop(Optimizer):
 
     def _update(self, ops, group, params, grads, state, steps, raw, info) -> None:
         lr, alpha = group["lr"], group["alpha"]
-        g = direction(ops, grads, group["maximize"])
-        g = weight_decay(
-            ops,
-            params,
-            g,
-            mode=group["weight_decay_mode"],
-            lr=lr,
-            decay=group["weight_decay"],
-            initial_lr=group["initial_lr"],
-        )
+        g = self._gradient(ops, group, params, grads)
         v = state["square_avg"]
         ema_sq_(ops, v, g, alpha)
         if group["centered"]:

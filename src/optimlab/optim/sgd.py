@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 
 from optimlab.core import torch_fused
-from optimlab.core.transforms import direction, weight_decay
 from optimlab.optim import validation as check
 from optimlab.optim.base import Optimizer
 
@@ -85,16 +84,7 @@ class SGD(Optimizer):
 
     def _update(self, ops, group, params, grads, state, steps, raw, info) -> None:
         lr, mu = group["lr"], group["momentum"]
-        g = direction(ops, grads, group["maximize"])
-        g = weight_decay(
-            ops,
-            params,
-            g,
-            mode=group["weight_decay_mode"],
-            lr=lr,
-            decay=group["weight_decay"],
-            initial_lr=group["initial_lr"],
-        )
+        g = self._gradient(ops, group, params, grads)
         if mu == 0:
             ops.add_(params, g, alpha=-lr)
             return
