@@ -194,6 +194,7 @@ def test_model_zero_grad_to_none_is_copied_in_and_counted():
         opt.step()
     assert opt.fused_stats["grad_copies"] == 2 * 3  # two params, three fused steps
     assert opt.fused_stats["fused_steps"] == 3
+    assert opt.step_info[0]["fused"] is True and opt.step_info[0]["grad_copies"] == 2
 
 
 def test_training_loop_fused_equals_foreach():

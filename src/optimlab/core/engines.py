@@ -90,6 +90,7 @@ def try_fused_step(opt, index: int, group: dict, info: dict) -> bool:
     if buckets is None:
         return False
     stats = opt.fused_stats
+    copies = stats["grad_copies"]
     if sum(len(b.params) for b in buckets) != len(group["params"]):
         del opt._flat[index]
         return False
@@ -105,6 +106,9 @@ def try_fused_step(opt, index: int, group: dict, info: dict) -> bool:
     keys = opt._state_keys(group)
     for bucket in buckets:
         fused.run_fused(opt, group, bucket, keys, info, stats)
+    # Reported per step so StepDiagnostics (and the lab's TensorBoard logs) can show them.
+    info["fused"] = True
+    info["grad_copies"] = stats["grad_copies"] - copies
     return True
 
 

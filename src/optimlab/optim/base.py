@@ -162,6 +162,7 @@ class Optimizer(torch.optim.Optimizer):
                 if self.engine in ("fused", "auto"):
                     if index in self._flat:
                         self.fused_stats["eager_steps"] += 1
+                        info["fused"] = False
                     else:
                         maybe_build_buckets(self, index, group)
             self.step_info.append(info)
