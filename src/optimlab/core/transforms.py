@@ -88,14 +88,21 @@ def bias_correction(beta: float, steps: Sequence[float]) -> list[float]:
 def rms_denominator(
     ops, v: TensorList, *, eps: float, eps_inside_sqrt: bool, bc2: Scalar = 1.0
 ) -> TensorList:
-    """``√(v/bc2) + ε`` (torch) or ``√(v/bc2 + ε)`` (``eps_inside_sqrt``), as a new list."""
+    """``√(v/bc2) + ε`` (torch) or ``√(v/bc2 + ε)`` (``eps_inside_sqrt``), as a new list.
+
+    ``bc2`` left at the plain number 1.0 means "no bias correction" (RMSprop, Adadelta) and costs
+    nothing; a per-tensor list is applied as a multiplication by ``1/√bc2``, which is cheaper
+    than a division in a bandwidth-bound kernel and differs from it by at most one rounding.
+    """
+    corrected = isinstance(bc2, (list, tuple)) or bc2 != 1.0
     if eps_inside_sqrt:
-        d = ops.mul(v, _reciprocals(bc2))
+        d = ops.mul(v, _reciprocals(bc2)) if corrected else ops.clone(v)
         ops.add_scalar_(d, eps)
         ops.sqrt_(d)
         return d
     d = ops.sqrt(v)
-    ops.div_(d, _sqrts(bc2))
+    if corrected:
+        ops.mul_(d, _reciprocals(_sqrts(bc2)))
     ops.add_scalar_(d, eps)
     return d
 
