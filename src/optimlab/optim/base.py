@@ -232,4 +232,4 @@ class Optimizer(torch.optim.Optimizer):
         return sd
 
     def __repr__(self) -> str:
-        return super().__repr__().replace("(\n", f"(engine={self.engine!r}\n", 1)
+        return super().__repr__().replace(" (\n", f" (\nEngine: {self.engine}\n", 1)
