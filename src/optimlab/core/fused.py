@@ -227,39 +227,58 @@ class FlatBucket:
         return self.flat_param.numel()
 
 
-def _flatten(tensors: list[Tensor], like: Tensor) -> Tensor:
-    flat = torch.empty(sum(t.numel() for t in tensors), dtype=like.dtype, device=like.device)
-    offset = 0
-    for t in tensors:
-        flat[offset : offset + t.numel()].copy_(t.reshape(-1))
-        offset += t.numel()
+def _move_into_flat(n: int, like: Tensor, offsets: list[int], numels: list[int], get, put):
+    """Copy tensor ``i = get(i)`` into slot ``i`` of a new flat buffer and ``put(i, view)`` it
+    back, one tensor at a time. Rebinding each tensor as soon as it is copied lets its old
+    storage go at once, so building the buffers needs about one tensor of extra memory, not a
+    second copy of the group (on CPU the new buffer's pages are committed as they are written).
+    """
+    flat = torch.empty(n, dtype=like.dtype, device=like.device)
+    for i, (o, k) in enumerate(zip(offsets, numels)):
+        view = flat[o : o + k]
+        source = get(i)
+        if source is None:
+            view.zero_()
+        else:
+            view.copy_(source.reshape(-1))
+        put(i, view)
+        del source
     return flat
 
 
 def build_bucket(params: list[Tensor], states: list[dict], keys: tuple[str, ...]) -> FlatBucket:
     """Move ``params``, their grads and state into flat buffers; re-point everything to views."""
-    offsets, offset = [], 0
+    offsets, numels, offset = [], [], 0
     for p in params:
         offsets.append(offset)
+        numels.append(p.numel())
         offset += p.numel()
-    flat_param = _flatten([p.detach() for p in params], params[0])
-    flat_grad = torch.zeros_like(flat_param)
-    grad_views = []
+    like = params[0]
+    grad_views: list[Tensor] = [None] * len(params)  # type: ignore[list-item]
+
+    def set_param(i, view):
+        params[i].data = view.view_as(params[i])
+
+    def set_grad(i, view):
+        grad_views[i] = view.view_as(params[i])
+        params[i].grad = grad_views[i]
+
     with torch.no_grad():
-        for p, o in zip(params, offsets):
-            view = flat_param[o : o + p.numel()].view_as(p)
-            p.data = view
-            g = flat_grad[o : o + p.numel()].view_as(p)
-            if p.grad is not None:
-                g.copy_(p.grad)
-            p.grad = g
-            grad_views.append(g)
-    state = {}
-    for key in keys:
-        flat = _flatten([s[key] for s in states], params[0])
-        for s, p, o in zip(states, params, offsets):
-            s[key] = flat[o : o + p.numel()].view_as(p)
-        state[key] = flat
+        flat_param = _move_into_flat(
+            offset, like, offsets, numels, lambda i: params[i].detach(), set_param
+        )
+        flat_grad = _move_into_flat(
+            offset, like, offsets, numels, lambda i: params[i].grad, set_grad
+        )
+        state = {}
+        for key in keys:
+
+            def set_state(i, view, key=key):
+                states[i][key] = view.view_as(params[i])
+
+            state[key] = _move_into_flat(
+                offset, like, offsets, numels, lambda i, key=key: states[i][key], set_state
+            )
     scalars = {}
     for key, value in states[0].items():
         if torch.is_tensor(value) and value.dim() == 0:
