@@ -306,6 +306,26 @@ def test_complex_parameters_stay_on_the_eager_path():
     torch.testing.assert_close(p, q)
 
 
+def test_a_failing_compiler_falls_back_to_eager_kernels(monkeypatch):
+    """Without a working toolchain the step still happens (eagerly), with a warning."""
+
+    def broken_compile(fn, **kwargs):
+        def fail(*args):
+            raise RuntimeError("no C++ compiler")
+
+        return fail
+
+    monkeypatch.setattr(fused, "_KERNELS", {})
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    pa, _ = run(SPECS[-1], {"lr": 0.01}, "loop", torch.float32, 5)
+    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler"):
+        pb, opt = run(SPECS[-1], {"lr": 0.01}, "fused", torch.float32, 5)
+    assert opt.fused_stats["compile_failures"] == 2  # one program per param group
+    assert opt.fused_stats["fused_steps"] == 8
+    for a, b in zip(pa, pb):
+        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-6)
+
+
 def test_kernel_source_is_straight_line():
     rec = fused.RecordingOps(2)
     ops_out = rec.sqrt([fused.Sym(1)])

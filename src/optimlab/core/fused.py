@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -191,6 +192,7 @@ def build_kernel(program: tuple, n_inputs: int):
 
 
 _KERNELS: dict[tuple, object] = {}
+_VERIFIED: set = set()  # kernels that have run once (compiled successfully)
 
 
 def get_kernel(
@@ -383,9 +385,27 @@ def run_fused(
         scalars = scalars.to(flat.device, non_blocking=True)
     inputs = [flat, bucket.flat_grad, *(bucket.state[k] for k in keys)]
     compile_ = COMPILE
-    kernel = get_kernel(tuple(rec.program), len(names), flat.device, flat.dtype, compile_)
+    program = tuple(rec.program)
+    kernel = get_kernel(program, len(names), flat.device, flat.dtype, compile_)
     started = time.perf_counter()
-    kernel(inputs, scalars)
+    try:
+        kernel(inputs, scalars)
+    except Exception as error:  # noqa: BLE001 - any compiler failure falls back, loudly
+        if not compile_ or kernel in _VERIFIED:
+            raise
+        # The first call compiles; without a working toolchain (no C++ compiler, no Triton) the
+        # same program still runs eagerly, one pass per operation, and the step is not lost.
+        warnings.warn(
+            f"optimlab fused engine: torch.compile failed ({type(error).__name__}: {error}); "
+            "running the recorded program eagerly instead",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        stats["compile_failures"] = stats.get("compile_failures", 0) + 1
+        kernel = build_kernel(program, len(names))
+        _KERNELS[(program, len(names), str(flat.device), flat.dtype, compile_)] = kernel
+        kernel(inputs, scalars)
+    _VERIFIED.add(kernel)
     if stats.get("compile_seconds") is None and compile_:
         if flat.device.type == "cuda":
             torch.cuda.synchronize(flat.device)
