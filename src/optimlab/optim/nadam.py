@@ -77,5 +77,8 @@ class NAdam(Optimizer):
         denom = rms_denominator(
             ops, v, eps=group["eps"], eps_inside_sqrt=False, bc2=bias_correction(beta2, steps)
         )
-        ops.addcdiv_(params, g, denom, [-lr * (1.0 - a) / (1.0 - p) for a, p in zip(mu, prod)])
-        ops.addcdiv_(params, m, denom, [-lr * b / (1.0 - p * b) for b, p in zip(mu_next, prod)])
+        # θ ← θ − (c₁·g + c₂·m)/D: one division per element instead of two, which is what
+        # bounds the fused kernel once memory traffic is minimal.
+        step = ops.mul(g, [(1.0 - a) / (1.0 - p) for a, p in zip(mu, prod)])
+        ops.add_scaled_(step, m, [b / (1.0 - p * b) for b, p in zip(mu_next, prod)])
+        ops.addcdiv_(params, step, denom, -lr)
