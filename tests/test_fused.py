@@ -356,3 +356,37 @@ def test_fused_on_cuda_matches_loop(spec):
     assert ob.fused_stats["fused_steps"] == 29 * 2  # two param groups, compiled on CUDA
     for a, b in zip(pa, pb):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_every_guard_around_a_fused_optimizer_matches_foreach():
+    """Clipping, the non-finite guard, Lookahead, accumulation and EMA wrap a fused optimizer
+    exactly as they wrap a foreach one, NaN step included."""
+
+    def train(engine):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 1)).double()
+        opt = optimlab.RAdam(model.parameters(), lr=1e-2, engine=engine)
+        chain = optimlab.clip_gradients(opt, max_norm=0.5)
+        chain = optimlab.skip_nonfinite(chain, named_parameters=model.named_parameters())
+        chain = optimlab.Lookahead(chain, k=3, alpha=0.5)
+        chain = optimlab.accumulate_gradients(chain, 2)
+        ema = optimlab.EMA(chain, decay=0.9)
+        gen = torch.Generator().manual_seed(1)
+        for step in range(40):
+            x = torch.randn(16, 8, generator=gen, dtype=torch.float64)
+            loss = model(x).pow(2).mean()
+            if step == 11:
+                loss = loss * float("nan")
+            loss.backward()
+            ema.step()
+            ema.zero_grad()
+        weights = [p.detach().clone() for p in model.parameters()]
+        with ema.swapped():
+            averaged = [p.detach().clone() for p in model.parameters()]
+        return weights + averaged, opt
+
+    expected, _ = train("foreach")
+    got, opt = train("fused")
+    assert opt.fused_stats["fused_steps"] > 10 and opt.fused_stats["grad_copies"] == 0
+    for a, b in zip(expected, got):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
