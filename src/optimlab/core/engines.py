@@ -112,10 +112,19 @@ def try_fused_step(opt, index: int, group: dict, info: dict) -> bool:
     return True
 
 
-def maybe_build_buckets(opt, index: int, group: dict) -> None:
-    """After an eager step, move a group wanting the fused engine into flat buffers."""
+def maybe_build_buckets(opt, index: int, group: dict, *, before_step: bool = False) -> None:
+    """Move a group that wants the fused engine into flat buffers.
+
+    Before a group's first step (``before_step``), its state is created right away so the first
+    step already runs fused and no state is allocated twice; this needs every parameter to have
+    a gradient and the optimizer to have no state it creates lazily from the first gradient
+    (SGD's momentum buffer is ``g`` at the first step): those groups are built after one eager
+    step instead.
+    """
     params = group["params"]
     if not params or index in opt._flat:
+        return
+    if before_step and opt.lazy_state_keys:
         return
     if opt.engine == "auto":
         # ``auto`` asks this at every step of a small model: remember the group's size.
@@ -124,9 +133,16 @@ def maybe_build_buckets(opt, index: int, group: dict) -> None:
             cached = opt._numel_cache[index] = (len(params), sum(p.numel() for p in params))
         if resolve_engine("auto", cached[1], params[0].device) != "fused":
             return
+    if any(p.grad is None for p in params):
+        return
+    if before_step:
+        for p in params:
+            state = opt.state[p]
+            if len(state) == 0:
+                opt._init_state(group, p, state)
     states = [opt.state.get(p, {}) for p in params]
     keys = opt._state_keys(group)
-    if any(p.grad is None for p in params) or not fused.fusable(params, states, keys):
+    if not fused.fusable(params, states, keys):
         return
     buckets = []
     for idx in group_by_device_and_dtype(params).values():

@@ -132,6 +132,8 @@ class Optimizer(torch.optim.Optimizer):
         self.step_info = []
         for index, group in enumerate(self.param_groups):
             info: dict[str, Any] = {}
+            if self.engine in ("fused", "auto") and index not in self._flat:
+                maybe_build_buckets(self, index, group, before_step=True)
             if self.engine in ("fused", "auto") and try_fused_step(self, index, group, info):
                 self.step_info.append(info)
                 continue
