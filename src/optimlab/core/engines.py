@@ -6,7 +6,7 @@
 (see :mod:`optimlab.core.fused`). ``auto`` picks the best engine that applies.
 
 The optimizer is duck-typed here (the core never imports :mod:`optimlab.optim`): it provides
-``engine``, ``counts_steps``, ``_state_keys(group)`` and
+``engine``, ``counts_steps``, ``lazy_state_keys``, ``_state_keys(group)`` and
 ``_update(ops, group, params, grads, state, steps, raw_states, info)``.
 """
 
@@ -56,7 +56,11 @@ def run_step(
         p = [as_real(params[i]) for i in idx]
         g = [as_real(grads[i]) for i in idx]
         state = {k: [as_real(s.get(k)) for s in raw] for k in keys}
-        fresh = {k: [i for i, t in enumerate(ts) if t is None] for k, ts in state.items()}
+        fresh = {
+            k: [i for i, t in enumerate(state[k]) if t is None]
+            for k in opt.lazy_state_keys
+            if k in state
+        }
         steps = None
         if opt.counts_steps:
             counters = [s["step"] for s in raw]

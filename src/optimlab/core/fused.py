@@ -216,7 +216,6 @@ class FlatBucket:
     """The flat buffers of the parameters of one group that share a device and dtype."""
 
     params: list[Tensor]
-    offsets: list[int]
     flat_param: Tensor
     flat_grad: Tensor
     grad_views: list[Tensor]
@@ -224,10 +223,6 @@ class FlatBucket:
     scalars: dict[str, Tensor]  # 0-d per-parameter state (step, mu_product), one vector per key
     ptrs: list[int] = field(default_factory=list)
     uniform: bool | None = None
-
-    @property
-    def numel(self) -> int:
-        return self.flat_param.numel()
 
 
 def _move_into_flat(n: int, like: Tensor, offsets: list[int], numels: list[int], get, put):
@@ -291,7 +286,6 @@ def build_bucket(params: list[Tensor], states: list[dict], keys: tuple[str, ...]
             scalars[key] = vec
     return FlatBucket(
         params=list(params),
-        offsets=offsets,
         flat_param=flat_param,
         flat_grad=flat_grad,
         grad_views=grad_views,

@@ -109,10 +109,11 @@ def rms_denominator(
 
 def descend_(ops, params: TensorList, num: TensorList, den: TensorList, step: Scalar) -> None:
     """``θ ← θ − step · num / den``."""
-    ops.addcdiv_(params, num, den, _negate(step))
+    ops.addcdiv_(params, num, den, negate(step))
 
 
-def _negate(s: Scalar) -> Scalar:
+def negate(s: Scalar) -> Scalar:
+    """``−s`` for a scalar or a per-tensor list of scalars."""
     if isinstance(s, (list, tuple)):
         return [-x for x in s]
     return -s
@@ -128,8 +129,3 @@ def _sqrts(s: Scalar) -> Scalar:
     if isinstance(s, (list, tuple)):
         return [math.sqrt(x) for x in s]
     return math.sqrt(s)
-
-
-def negate(s: Scalar) -> Scalar:
-    """``−s`` for a scalar or a per-tensor list of scalars."""
-    return _negate(s)

@@ -130,13 +130,18 @@ class Optimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         self.step_info = []
+        fusing = self.engine in ("fused", "auto")
         for index, group in enumerate(self.param_groups):
             info: dict[str, Any] = {}
-            if self.engine in ("fused", "auto") and index not in self._flat:
-                maybe_build_buckets(self, index, group, before_step=True)
-            if self.engine in ("fused", "auto") and try_fused_step(self, index, group, info):
-                self.step_info.append(info)
-                continue
+            if fusing:
+                if index not in self._flat:
+                    maybe_build_buckets(self, index, group, before_step=True)
+                if try_fused_step(self, index, group, info):
+                    self.step_info.append(info)
+                    continue
+            # A switch turned on mid-run (amsgrad, centered, momentum) starts its buffer at
+            # zero, as it would have at the first step; lazy state is created by _update.
+            eager_keys = [k for k in self._state_keys(group) if k not in self.lazy_state_keys]
             params: list[Tensor] = []
             grads: list[Tensor] = []
             states: list[dict] = []
@@ -151,22 +156,21 @@ class Optimizer(torch.optim.Optimizer):
                 state = self.state[p]
                 if len(state) == 0:
                     self._init_state(group, p, state)
-                for key in self._state_keys(group):
-                    # A switch turned on mid-run (amsgrad, centered, momentum) starts its
-                    # buffer at zero, as it would have at the first step.
-                    if key not in state and key not in self.lazy_state_keys:
+                for key in eager_keys:
+                    if key not in state:
                         state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 params.append(p)
                 grads.append(p.grad)
                 states.append(state)
             if params:
                 run_step(self, group, params, grads, states, info)
-                if self.engine in ("fused", "auto"):
-                    if index in self._flat:
-                        self.fused_stats["eager_steps"] += 1
-                        info["fused"] = False
-                    else:
-                        maybe_build_buckets(self, index, group)
+                if index in self._flat:
+                    self.fused_stats["eager_steps"] += 1
+                    info["fused"] = False
+                elif fusing and self.lazy_state_keys:
+                    # Only state created from the first gradient (SGD's momentum) waits for
+                    # an eager step; everything else was tried before the step.
+                    maybe_build_buckets(self, index, group)
             self.step_info.append(info)
         return loss
 
