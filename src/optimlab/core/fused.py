@@ -196,15 +196,13 @@ _KERNELS: dict[tuple, object] = {}
 _VERIFIED: set = set()  # kernels that have run once (compiled successfully)
 
 
-def get_kernel(
-    program: tuple, n_inputs: int, device: torch.device, dtype: torch.dtype, compile_: bool
-):
-    """The (compiled) kernel for a program, built once per (program, device, dtype)."""
-    key = (program, n_inputs, str(device), dtype, compile_)
+def get_kernel(key: tuple):
+    """The kernel for ``key = (program, n_inputs, device, dtype, compile)``, built (and
+    compiled) once per key."""
     kernel = _KERNELS.get(key)
     if kernel is None:
-        kernel = build_kernel(program, n_inputs)
-        if compile_:
+        kernel = build_kernel(*key[:2])
+        if key[4]:
             kernel = torch.compile(kernel, fullgraph=True, dynamic=False)
         _KERNELS[key] = kernel
     return kernel
@@ -352,30 +350,27 @@ def run_fused(
     opt, group: dict, bucket: FlatBucket, keys: tuple[str, ...], info: dict, stats: dict
 ) -> None:
     """One fused step of ``opt``'s formula over ``bucket``."""
+    first = {key: vec[0] for key, vec in bucket.scalars.items()}  # 0-d views of element 0
     steps = None
-    raw = [{key: vec[0] for key, vec in bucket.scalars.items()}]
     if opt.counts_steps:
-        step = bucket.scalars["step"]
-        step.add_(1.0)
-        steps = [step[0].item()]
+        bucket.scalars["step"].add_(1.0)
+        steps = [first["step"].item()]
     flat = bucket.flat_param
-    state_flats = {key: bucket.state[key] for key in keys}
-    step_t = bucket.scalars["step"][0] if opt.counts_steps else None
     # torch's kernels are used for fp32/fp64 only: its bf16 SGD kernel rounds more often.
     if (
         flat.device.type == "cpu"
         and flat.dtype in (torch.float32, torch.float64)
-        and opt._torch_fused(group, flat, bucket.flat_grad, state_flats, step_t)
+        and opt._torch_fused(group, flat, bucket.flat_grad, bucket.state, first.get("step"))
     ):
         stats["torch_fused_steps"] += 1
         return
-    names = ("param", "grad", *keys)
-    rec = RecordingOps(len(names))
+    n_inputs = 2 + len(keys)  # param, grad, then the state buffers in ``keys`` order
+    rec = RecordingOps(n_inputs)
     state = {key: [Sym(2 + j)] for j, key in enumerate(keys)}
-    opt._update(rec, group, [Sym(0)], [Sym(1)], state, steps, raw, info)
+    opt._update(rec, group, [Sym(0)], [Sym(1)], state, steps, [first], info)
     for key, vec in bucket.scalars.items():
         if key != "step":  # other scalar state was updated on element 0 only
-            vec.fill_(vec[0].item())
+            vec.fill_(first[key].item())
     # bf16/fp16 parameters compute their scalars in fp32 (the kernel upcasts anyway).
     sdtype = flat.dtype if flat.dtype in (torch.float32, torch.float64) else torch.float32
     scalars = torch.tensor(rec.values, dtype=sdtype)
@@ -383,8 +378,8 @@ def run_fused(
         scalars = scalars.to(flat.device, non_blocking=True)
     inputs = [flat, bucket.flat_grad, *(bucket.state[k] for k in keys)]
     compile_ = COMPILE
-    program = tuple(rec.program)
-    kernel = get_kernel(program, len(names), flat.device, flat.dtype, compile_)
+    key = (tuple(rec.program), n_inputs, str(flat.device), flat.dtype, compile_)
+    kernel = get_kernel(key)
     started = time.perf_counter()
     try:
         kernel(inputs, scalars)
@@ -400,8 +395,7 @@ def run_fused(
             stacklevel=4,
         )
         stats["compile_failures"] = stats.get("compile_failures", 0) + 1
-        kernel = build_kernel(program, len(names))
-        _KERNELS[(program, len(names), str(flat.device), flat.dtype, compile_)] = kernel
+        kernel = _KERNELS[key] = build_kernel(*key[:2])
         kernel(inputs, scalars)
     _VERIFIED.add(kernel)
     if stats.get("compile_seconds") is None and compile_:
