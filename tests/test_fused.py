@@ -15,8 +15,9 @@ import optimlab
 from optimlab.core import fused
 from optimlab.reference import REFERENCES
 
+import test_optimizers as optimizer_tests
 from specs import SPECS, spec_configs, torch_kwargs
-from test_optimizers import default_lr, reference_kwargs, rel_err
+from test_optimizers import make_groups, reference_kwargs, rel_err
 
 CASES = list(spec_configs())
 CASE_IDS = [c[2] for c in CASES]
@@ -24,16 +25,9 @@ SHAPES = ((3, 4), (), (0,), (7,), (2, 3, 5))
 
 
 def make_params(dtype, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    return [torch.randn(s, generator=gen).to(dtype).requires_grad_() for s in SHAPES]
-
-
-def make_groups(params, cfg, cls):
-    lr = cfg.get("lr", default_lr(cls))
-    return [
-        {"params": params[:3]},
-        {"params": params[3:], "lr": 0.5 * lr, "weight_decay": cfg.get("weight_decay", 0) + 0.05},
-    ]
+    """The same starting values in every dtype: drawn in float32, then cast."""
+    drawn = optimizer_tests.make_params(torch.float32, seed, shapes=SHAPES)
+    return [p.detach().to(dtype).requires_grad_() for p in drawn]
 
 
 def write_grads(params, step, seed=1):

@@ -29,10 +29,10 @@ def default_lr(cls) -> float:
     return inspect.signature(cls).parameters["lr"].default
 
 
-def make_params(dtype=torch.float64, seed=0, complex_=False):
+def make_params(dtype=torch.float64, seed=0, complex_=False, shapes=SHAPES):
     gen = torch.Generator().manual_seed(seed)
     out = []
-    for shape in SHAPES:
+    for shape in shapes:
         t = torch.randn(shape, dtype=dtype, generator=gen)
         if complex_:
             t = torch.complex(t, torch.randn(shape, dtype=dtype, generator=gen))
@@ -41,11 +41,17 @@ def make_params(dtype=torch.float64, seed=0, complex_=False):
 
 
 def make_groups(params, cfg, cls):
-    """Two param groups: the second with its own lr and weight decay."""
+    """Two param groups (the first half rounded up, then the rest): the second with its own
+    lr and weight decay."""
     lr = cfg.get("lr", default_lr(cls))
+    half = (len(params) + 1) // 2
     return [
-        {"params": params[:2]},
-        {"params": params[2:], "lr": 0.5 * lr, "weight_decay": cfg.get("weight_decay", 0) + 0.05},
+        {"params": params[:half]},
+        {
+            "params": params[half:],
+            "lr": 0.5 * lr,
+            "weight_decay": cfg.get("weight_decay", 0) + 0.05,
+        },
     ]
 
 
