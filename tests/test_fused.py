@@ -203,6 +203,75 @@ def test_model_zero_grad_to_none_is_copied_in_and_counted():
     assert opt.step_info[0]["fused"] is True and opt.step_info[0]["grad_copies"] == 2
 
 
+def _moved_run(engine, move):
+    """Adam over SHAPES for 8 steps; ``move(params, step)`` may re-point parameters."""
+    params = make_params(torch.float64)
+    opt = optimlab.Adam(params, lr=0.01, engine=engine)
+    for step in range(8):
+        write_grads(params, step)
+        move(params, step)
+        opt.step()
+    return params, opt
+
+
+@pytest.mark.parametrize("which", [0, 3], ids=["first", "middle"])
+def test_a_parameter_re_pointed_elsewhere_is_noticed(which, eager_kernels):
+    """``p.data = t`` after the flat buffers exist: the group runs one step eagerly, is rebuilt
+    around the new storage and keeps matching ``foreach``."""
+
+    def move(params, step):
+        if step == 3:
+            params[which].data = params[which].data.clone()
+
+    (expected, _), (got, opt) = _moved_run("foreach", move), _moved_run("fused", move)
+    for a, b in zip(expected, got):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+    assert opt.fused_stats["rebuilds"] == 2
+    assert opt.fused_stats["eager_steps"] == 0  # the step after the move is not a flat step
+    flat = opt._flat[0][0].flat_param
+    assert flat.data_ptr() <= got[which].data_ptr() < flat.data_ptr() + flat.nbytes
+
+
+def test_a_re_pointed_parameter_hidden_by_a_new_view_is_found_by_the_rotation(
+    monkeypatch, eager_kernels
+):
+    """Moving a parameter while a view of another is made leaves the flat buffer's use count
+    as it was; the rotating address check finds the move within len(params) / sample steps."""
+    monkeypatch.setattr(fused, "ADDRESS_SAMPLE", 2)
+    params = make_params(torch.float64)
+    opt = optimlab.Adam(params, lr=0.01, engine="fused")
+    keep, rebuilds = [], []
+    for step in range(8):
+        write_grads(params, step)
+        if step == 2:
+            keep.append(params[4].detach())
+            params[3].data = params[3].data.clone()
+        opt.step()
+        rebuilds.append(opt.fused_stats["rebuilds"])
+    # five parameters, two compared per step: parameter 3 is compared within three steps
+    assert rebuilds[1] == 1 and rebuilds[2 + 3] == 2 and rebuilds[-1] == 2
+    flat = opt._flat[0][0].flat_param
+    assert flat.data_ptr() <= params[3].data_ptr() < flat.data_ptr() + flat.nbytes
+
+
+def test_views_of_the_parameters_do_not_rebuild(eager_kernels):
+    """A state_dict-style snapshot adds views of the flat buffer: the parameters are compared
+    one by one once, found in place, and the flat buffers stay."""
+    snapshots = []
+
+    def move(params, step):
+        if step in (2, 5):
+            snapshots.append([p.detach() for p in params])
+        if step == 6:
+            snapshots.clear()
+
+    (expected, _), (got, opt) = _moved_run("foreach", move), _moved_run("fused", move)
+    for a, b in zip(expected, got):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+    assert opt.fused_stats["rebuilds"] == 1
+    assert opt.fused_stats["fused_steps"] + opt.fused_stats["torch_fused_steps"] == 8
+
+
 def test_training_loop_fused_equals_foreach():
     runs = []
     for engine in ("foreach", "fused"):

@@ -221,6 +221,11 @@ class FlatBucket:
     scalars: dict[str, Tensor]  # 0-d per-parameter state (step, mu_product), one vector per key
     ptrs: list[int] = field(default_factory=list)
     uniform: bool | None = None
+    #: the flat parameter buffer's storage (its address) and how many tensors used it when the
+    #: parameters were last checked one by one (-1: not yet)
+    storage: int = 0
+    aliases: int = -1
+    cursor: int = 0  # where the rotating address check goes on
 
 
 def _move_into_flat(n: int, like: Tensor, offsets: list[int], numels: list[int], get, put):
@@ -290,6 +295,7 @@ def build_bucket(params: list[Tensor], states: list[dict], keys: tuple[str, ...]
         state=state,
         scalars=scalars,
         ptrs=[p.data_ptr() for p in params],
+        storage=flat_param.untyped_storage()._cdata,
     )
 
 
@@ -307,19 +313,49 @@ def fusable(params: list[Tensor], states: list[dict], keys: tuple[str, ...]) -> 
 SYNC_OK, SYNC_NONE, SYNC_MOVED = 0, 1, 2
 _data_ptr = Tensor.data_ptr
 _grad_of = operator.attrgetter("grad")
+_use_count = getattr(torch._C, "_storage_Use_Count", None)
+
+
+#: parameters whose address :func:`params_in_place` compares at every step, in rotation
+ADDRESS_SAMPLE = 64
+
+
+def params_in_place(bucket: FlatBucket) -> bool:
+    """Whether every parameter still lives in its slot of the flat buffer.
+
+    Comparing ``p.data_ptr()`` of thousands of parameters costs a cache miss or two each, at
+    every step. A parameter re-pointed elsewhere (``p.data = t``, ``model.half()``) drops its
+    reference to the flat storage, so the storage's use count is checked instead, together with
+    the addresses of :data:`ADDRESS_SAMPLE` parameters in rotation. When the count changed
+    (someone re-pointed a parameter, or made or freed a view of one) every address is compared
+    and the new count remembered. A parameter re-pointed in the same step as an unrelated view
+    of the buffer is made leaves the count as it was; the rotation finds it within
+    ``len(params) / ADDRESS_SAMPLE`` steps (see docs/engines.md).
+    """
+    params, ptrs = bucket.params, bucket.ptrs
+    count = _use_count(bucket.storage) if _use_count is not None else -1
+    if count == bucket.aliases >= 0:
+        i = bucket.cursor
+        j = i + ADDRESS_SAMPLE
+        bucket.cursor = j if j < len(params) else 0
+        return list(map(_data_ptr, params[i:j])) == ptrs[i:j]
+    if list(map(_data_ptr, params)) != ptrs:
+        return False
+    bucket.aliases = count
+    return True
 
 
 def sync_grads(bucket: FlatBucket, stats: dict) -> int:
     """Make every ``p.grad`` the flat view again, copying in gradients that arrived elsewhere."""
-    params, views = bucket.params, bucket.grad_views
-    # map() over C-level callables keeps this per-parameter check cheap for thousands of
-    # tensors (it runs at every step, around a kernel of a few milliseconds).
-    if list(map(_data_ptr, params)) != bucket.ptrs:
+    if not params_in_place(bucket):
         return SYNC_MOVED
-    grads = list(map(_grad_of, params))
-    if all(map(operator.is_, grads, views)):
+    params, views = bucket.params, bucket.grad_views
+    # map() over C-level callables keeps this per-parameter identity check cheap for thousands
+    # of tensors; it has to be exact, because a gradient that is not the view would be ignored.
+    if all(map(operator.is_, map(_grad_of, params), views)):
         return SYNC_OK
-    for p, g, view in zip(params, grads, views):
+    for p, view in zip(params, views):
+        g = p.grad
         if g is None or g.is_sparse:
             return SYNC_NONE
         if g is not view:
@@ -332,7 +368,10 @@ def sync_grads(bucket: FlatBucket, stats: dict) -> int:
 def restore_grad_views(bucket: FlatBucket) -> None:
     """Zero the flat gradient buffer and point every ``p.grad`` at its view again."""
     bucket.flat_grad.zero_()
-    for p, view in zip(bucket.params, bucket.grad_views):
+    params, views = bucket.params, bucket.grad_views
+    if all(map(operator.is_, map(_grad_of, params), views)):
+        return
+    for p, view in zip(params, views):
         if p.grad is not view:
             p.grad = view
 
