@@ -161,14 +161,15 @@ def test_unavailable_engine_gives_na_row(bench, one_thread, monkeypatch):
 
 
 def test_targets(bench):
-    def row(name, engine, ratio, gbps, mode):
-        base = {"mode": mode, "note": None, "label": ""}
+    def row(name, engine, ratio, gbps, mode, ms=1.0, twin=True):
+        base = {"mode": mode, "note": None, "label": "", "twin": twin}
         return {
             "optimizer": name,
             "engine": engine,
             "status": "ok",
             "ratio": ratio,
             "gbps": gbps,
+            "ms": ms,
             "torch_baseline": base,
         }
 
@@ -177,14 +178,23 @@ def test_targets(bench):
         row("adamw", "foreach", 3.0, 10.0, "fused"),
         row("nadam", "fused", 0.3, 90.0, "foreach"),
         row("radam", "fused", 0.3, 80.0, "foreach"),
+        row("adabound", "fused", 0.9, 90.0, "fused", ms=3.0, twin=False),
+        row("adabound", "foreach", 9.0, 10.0, "fused", ms=10.0, twin=False),
+        row("amsbound", "fused", 0.9, 90.0, "fused", twin=False),
     ]
     bench.apply_targets(rows, "gpt2")
     assert rows[0]["target"]["verdict"] == "PASS"
     assert "target" not in rows[1]
     assert rows[2]["target"]["verdict"] == "PASS"
     assert rows[3]["target"]["failed"] == ["GB/s"]
+    # no torch twin: also against its own foreach row (3 / 10 = 0.3 <= 0.35)
+    assert rows[4]["target"]["verdict"] == "PASS"
+    assert rows[4]["target"]["foreach_ratio"] == pytest.approx(0.3)
+    assert "0.30<=0.35 of our foreach" in bench.verdict_text(rows[4]["target"])
+    assert rows[6]["target"]["unchecked"] == ["foreach ratio: no foreach row in this run"]
     bench.apply_targets(rows, "many_small")
     assert rows[0]["target"]["failed"] == ["ratio"]
+    assert rows[4]["target"]["failed"] == ["ratio", "foreach ratio"]  # 0.9 > 0.4, 0.3 > 0.15
 
 
 def test_recompile_check_counts_on_an_eager_engine(bench, one_thread):
