@@ -254,6 +254,57 @@ def test_a_re_pointed_parameter_hidden_by_a_new_view_is_found_by_the_rotation(
     assert flat.data_ptr() <= params[3].data_ptr() < flat.data_ptr() + flat.nbytes
 
 
+def test_a_replaced_gradient_is_copied_even_while_the_old_view_is_kept(eager_kernels):
+    """Holding the old ``.grad`` from Python does not hide its replacement: the view's use
+    count (C++ references) still drops, and the new gradient is copied in at that step."""
+
+    def replace(params, step):
+        if step == 4:
+            kept.append(params[2].grad)
+            params[2].grad = torch.full_like(params[2], 0.5)
+
+    kept = []
+    (expected, _), (got, opt) = _moved_run("foreach", replace), _moved_run("fused", replace)
+    for a, b in zip(expected, got):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+    assert opt.fused_stats["grad_copies"] == 1
+    assert opt._flat[0][0].grad_counts is not None  # the shortcut was in use
+
+
+def test_a_replaced_gradient_hidden_from_the_use_counts_is_found_by_the_rotation(
+    monkeypatch, eager_kernels
+):
+    """``q.grad = p.grad; p.grad = new`` keeps the old view's use count: the rotating identity
+    check finds the new gradient within len(params) / sample steps."""
+    monkeypatch.setattr(fused, "GRAD_SAMPLE", 2)
+    params = make_params(torch.float64)
+    opt = optimlab.Adam(params, lr=0.01, engine="fused")
+    holder = torch.zeros_like(params[3])
+    copies = []
+    for step in range(8):
+        write_grads(params, step)
+        if step == 3:
+            holder.grad = params[3].grad
+            params[3].grad = torch.ones_like(params[3])
+        opt.step()
+        copies.append(opt.fused_stats["grad_copies"])
+    assert copies[2] == 0 and copies[3 + 2] == 1 and copies[-1] == 1
+
+
+def test_without_use_counts_every_gradient_is_checked(monkeypatch, eager_kernels):
+    monkeypatch.setattr(fused, "_USE_COUNT_WORKS", False)
+
+    def replace(params, step):
+        if step in (2, 5):
+            params[1].grad = params[1].grad.clone()
+
+    (expected, _), (got, opt) = _moved_run("foreach", replace), _moved_run("fused", replace)
+    for a, b in zip(expected, got):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+    assert opt.fused_stats["grad_copies"] == 2
+    assert opt._flat[0][0].grad_counts is None
+
+
 def test_views_of_the_parameters_do_not_rebuild(eager_kernels):
     """A state_dict-style snapshot adds views of the flat buffer: the parameters are compared
     one by one once, found in place, and the flat buffers stay."""

@@ -226,6 +226,9 @@ class FlatBucket:
     storage: int = 0
     aliases: int = -1
     cursor: int = 0  # where the rotating address check goes on
+    #: each gradient view's use count at the last one-by-one check (None: check one by one)
+    grad_counts: list[int] | None = None
+    grad_cursor: int = 0
 
 
 def _move_into_flat(n: int, like: Tensor, offsets: list[int], numels: list[int], get, put):
@@ -345,16 +348,65 @@ def params_in_place(bucket: FlatBucket) -> bool:
     return True
 
 
+#: gradients whose identity :func:`grads_in_place` checks at every step, in rotation
+GRAD_SAMPLE = 64
+_tensor_use_count = getattr(Tensor, "_use_count", None)
+_USE_COUNT_WORKS: bool | None = None
+
+
+def _use_counts_track_grads() -> bool:
+    """Whether a tensor's use count drops by one when it stops being some ``p.grad``; checked
+    once per process, so a torch that counts differently only loses the shortcut."""
+    global _USE_COUNT_WORKS
+    if _USE_COUNT_WORKS is None:
+        try:
+            p = torch.zeros(1, requires_grad=True)
+            view = torch.zeros(2)[:1]
+            p.grad = view
+            attached = _tensor_use_count(view)
+            p.grad = None
+            _USE_COUNT_WORKS = attached == _tensor_use_count(view) + 1
+        except Exception:  # noqa: BLE001 - no or different _use_count: use identity checks
+            _USE_COUNT_WORKS = False
+    return _USE_COUNT_WORKS
+
+
+def grads_in_place(bucket: FlatBucket) -> bool:
+    """Whether every ``p.grad`` of the bucket is still its view of the flat gradient buffer.
+
+    Reading ``p.grad`` of thousands of parameters costs several cache misses each (parameter,
+    its autograd data, the gradient). The views themselves were allocated together, and each
+    is referenced once more while it is some ``p.grad``: a gradient set to ``None`` or replaced
+    lowers its view's use count. So each step compares the views' use counts with those of
+    the last one-by-one check, plus the identity of :data:`GRAD_SAMPLE` gradients in rotation;
+    any difference means one ``p.grad is view`` check per parameter, which also takes the new
+    counts. What the counts cannot see is a view that stops being ``p.grad`` while other C++
+    code takes a reference to that same tensor in the same step (say ``q.grad = p.grad`` then
+    ``p.grad = None``); the rotation finds that within ``len(params) / GRAD_SAMPLE`` steps.
+    """
+    params, views = bucket.params, bucket.grad_views
+    counts = bucket.grad_counts
+    if counts is not None and list(map(_tensor_use_count, views)) == counts:
+        i = bucket.grad_cursor
+        j = i + GRAD_SAMPLE
+        bucket.grad_cursor = j if j < len(params) else 0
+        if all(map(operator.is_, map(_grad_of, params[i:j]), views[i:j])):
+            return True
+    if not all(map(operator.is_, map(_grad_of, params), views)):
+        bucket.grad_counts = None
+        return False
+    if _tensor_use_count is not None and _use_counts_track_grads():
+        bucket.grad_counts = list(map(_tensor_use_count, views))
+    return True
+
+
 def sync_grads(bucket: FlatBucket, stats: dict) -> int:
     """Make every ``p.grad`` the flat view again, copying in gradients that arrived elsewhere."""
     if not params_in_place(bucket):
         return SYNC_MOVED
-    params, views = bucket.params, bucket.grad_views
-    # map() over C-level callables keeps this per-parameter identity check cheap for thousands
-    # of tensors; it has to be exact, because a gradient that is not the view would be ignored.
-    if all(map(operator.is_, map(_grad_of, params), views)):
+    if grads_in_place(bucket):
         return SYNC_OK
-    for p, view in zip(params, views):
+    for p, view in zip(bucket.params, bucket.grad_views):
         g = p.grad
         if g is None or g.is_sparse:
             return SYNC_NONE
@@ -368,10 +420,9 @@ def sync_grads(bucket: FlatBucket, stats: dict) -> int:
 def restore_grad_views(bucket: FlatBucket) -> None:
     """Zero the flat gradient buffer and point every ``p.grad`` at its view again."""
     bucket.flat_grad.zero_()
-    params, views = bucket.params, bucket.grad_views
-    if all(map(operator.is_, map(_grad_of, params), views)):
+    if grads_in_place(bucket):
         return
-    for p, view in zip(params, views):
+    for p, view in zip(bucket.params, bucket.grad_views):
         if p.grad is not view:
             p.grad = view
 
