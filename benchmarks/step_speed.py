@@ -331,6 +331,27 @@ def _reset_compiler() -> None:
 
 
 # -- one layout ------------------------------------------------------------------------------
+def interleaving(sides: int, steps: int) -> list[int]:
+    """The order of the timed steps: each side at least ``steps`` times, and every side
+    directly after every side (itself included) equally often.
+
+    A step's time depends on what ran just before it, beyond what :func:`evict_caches`
+    removes (a long torch foreach step leaves the next step slower by up to 1 ms on our VMs).
+    Plain alternation (0 1 2 | 2 1 0 | ...) puts side 1 after side 0 half the time and side 2
+    never; repeating a de Bruijn sequence of order 2 over the sides (for three: 0 0 1 0 2 1 1 2
+    2) gives each ordered pair once per cycle.
+    """
+    cycle: list[int] = []
+    # Lyndon words over range(sides) of length dividing 2, in lexicographic order, concatenated
+    # (Fredricksen, Kessler and Maiorana).
+    for first in range(sides):
+        cycle.append(first)
+        cycle.extend(j for second in range(first + 1, sides) for j in (first, second))
+    # each side appears ``sides`` times per cycle
+    repeats = max(1, math.ceil(steps / sides))
+    return cycle * repeats
+
+
 def _median_ms(times: Sequence[float]) -> float:
     return statistics.median(times) * 1e3
 
@@ -413,10 +434,9 @@ def _measure_row(
     if budget_s > 0:
         steps = max(min_steps, min(max_steps, math.ceil(budget_s / sum(last))))
     times: list[list[float]] = [[] for _ in sides]
-    for i in range(steps):  # alternate the order: torch, ours, ours, torch, ...
-        order = range(len(sides)) if i % 2 == 0 else reversed(range(len(sides)))
-        for k in order:
-            times[k].append(timed_step(sides[k], device))
+    for k in interleaving(len(sides), steps):
+        times[k].append(timed_step(sides[k], device))
+    steps = len(times[1])  # at least the number asked for: whole cycles of the interleaving
     t_torch, t_ours = times[0], times[1]
     ms, torch_ms = _median_ms(t_ours), _median_ms(t_torch)
     stats = getattr(ours, "fused_stats", None)
