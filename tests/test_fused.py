@@ -452,6 +452,69 @@ def test_a_failing_compiler_falls_back_to_eager_kernels(monkeypatch):
         torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-6)
 
 
+def test_param_groups_of_many_sizes_share_one_compiled_kernel(monkeypatch):
+    """Twelve groups of twelve sizes (one per layer, as layer-wise lr decay makes them) with
+    the same configuration: one compiled program serves them all. With a static length each
+    size was a recompile, and the ninth raised dynamo's recompile-limit error."""
+    monkeypatch.setattr(fused, "_KERNELS", {})
+    results = []
+    for engine in ("loop", "fused"):
+        torch.manual_seed(0)
+        params = [
+            torch.randn(5 + 7 * i, dtype=torch.float64, requires_grad=True) for i in range(12)
+        ]
+        opt = optimlab.RMSprop(
+            [{"params": [p], "lr": 0.01 / (i + 1)} for i, p in enumerate(params)], engine=engine
+        )
+        torch._dynamo.utils.counters.clear()
+        for step in range(3):
+            write_grads(params, step)
+            opt.step()
+        results.append((params, opt, dict(torch._dynamo.utils.counters["stats"])))
+    (pa, _, _), (pb, opt, stats) = results
+    for a, b in zip(pa, pb):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+    assert opt.fused_stats["fused_steps"] == 36
+    assert stats["unique_graphs"] == 1
+
+
+def test_a_kernel_that_fails_to_recompile_runs_that_bucket_eagerly(monkeypatch, recwarn):
+    """A compiled kernel that worked before and then fails to compile for another bucket (a
+    recompile error) does not stop training: that step runs eagerly, with a warning, and the
+    compiled kernel stays for the buckets it serves."""
+    from torch._dynamo.exc import FailOnRecompileLimitHit
+
+    params = make_params(torch.float64)
+    opt = optimlab.RMSprop(params, lr=0.01, engine="fused")
+    write_grads(params, 0)
+    opt.step()
+    ((key, kernel),) = [(k, v) for k, v in fused._KERNELS.items() if k[3] == torch.float64][-1:]
+    calls = []
+
+    def flaky(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise FailOnRecompileLimitHit("recompile limit")
+        return kernel(*args)
+
+    monkeypatch.setitem(fused._KERNELS, key, flaky)
+    fused._VERIFIED.add(flaky)
+    expected = make_params(torch.float64)
+    ref = optimlab.RMSprop(expected, lr=0.01, engine="loop")
+    write_grads(expected, 0)
+    ref.step()
+    for step in range(1, 4):
+        write_grads(params, step)
+        write_grads(expected, step)
+        opt.step()
+        ref.step()
+    for a, b in zip(expected, params):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+    assert opt.fused_stats["compile_failures"] == 1
+    assert fused._KERNELS[key] is flaky and len(calls) == 3
+    assert any("recompile limit" in str(w.message) for w in recwarn)
+
+
 def test_kernel_source_is_straight_line():
     rec = fused.RecordingOps(2)
     ops_out = rec.sqrt([fused.Sym(1)])

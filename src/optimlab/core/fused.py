@@ -196,16 +196,42 @@ _KERNELS: dict[tuple, object] = {}
 _VERIFIED: set = set()  # kernels that have run once (compiled successfully)
 
 
+_EAGER: dict[tuple, object] = {}
+
+
 def get_kernel(key: tuple):
     """The kernel for ``key = (program, n_inputs, device, dtype, compile)``, built (and
-    compiled) once per key."""
+    compiled) once per key.
+
+    The flat length is symbolic (``dynamic=True``): buckets of every size (param groups of
+    different sizes, say one per layer) share one compiled kernel. With static shapes each new
+    size was a recompile, and a ninth one hit dynamo's recompile limit, a hard error under
+    ``fullgraph=True``. Dynamo still specializes lengths 0 and 1, which costs at most two more
+    compiles per program.
+    """
     kernel = _KERNELS.get(key)
     if kernel is None:
         kernel = build_kernel(*key[:2])
         if key[4]:
-            kernel = torch.compile(kernel, fullgraph=True, dynamic=False)
+            kernel = torch.compile(kernel, fullgraph=True, dynamic=True)
         _KERNELS[key] = kernel
     return kernel
+
+
+def eager_kernel(key: tuple):
+    """The program of ``key`` as plain eager operations (one pass per operation)."""
+    kernel = _EAGER.get(key)
+    if kernel is None:
+        kernel = _EAGER[key] = build_kernel(*key[:2])
+    return kernel
+
+
+def _is_compile_error(error: Exception) -> bool:
+    """Whether ``error`` was raised while compiling, before the program touched a tensor."""
+    from torch._dynamo import exc
+
+    names = ("BackendCompilerFailed", "FailOnRecompileLimitHit", "Unsupported")
+    return isinstance(error, tuple(getattr(exc, n) for n in names if hasattr(exc, n)))
 
 
 # -- flat storage -------------------------------------------------------------------------------
@@ -474,10 +500,13 @@ def run_fused(
     try:
         kernel(inputs, scalars)
     except Exception as error:  # noqa: BLE001 - any compiler failure falls back, loudly
-        if not compile_ or kernel in _VERIFIED:
+        verified = kernel in _VERIFIED
+        if not compile_ or (verified and not _is_compile_error(error)):
             raise
         # The first call compiles; without a working toolchain (no C++ compiler, no Triton) the
-        # same program still runs eagerly, one pass per operation, and the step is not lost.
+        # same program still runs eagerly, one pass per operation, and the step is not lost. A
+        # kernel that has worked before and fails to compile for a new bucket (a recompile)
+        # stays compiled for the buckets it serves.
         warnings.warn(
             f"optimlab fused engine: torch.compile failed ({type(error).__name__}: {error}); "
             "running the recorded program eagerly instead",
@@ -485,7 +514,9 @@ def run_fused(
             stacklevel=4,
         )
         stats["compile_failures"] = stats.get("compile_failures", 0) + 1
-        kernel = _KERNELS[key] = build_kernel(*key[:2])
+        kernel = eager_kernel(key)
+        if not verified:
+            _KERNELS[key] = kernel
         kernel(inputs, scalars)
     _VERIFIED.add(kernel)
     if stats.get("compile_seconds") is None and compile_:
