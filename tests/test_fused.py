@@ -144,7 +144,8 @@ def test_fused_bf16_rounds_once(spec):
 
 def test_none_gradient_and_uneven_steps_fall_back_and_stay_exact(eager_kernels):
     """A step where one parameter has no gradient runs eagerly on the flat views (counted);
-    the per-parameter step counts then differ and steps stay eager until they agree."""
+    the per-parameter step counts then differ, so the next step is eager too and the group is
+    rebuilt with one bucket per step count, fused again from then on."""
     spec_cfg = {"lr": 0.01}
     results = []
     for engine in ("loop", "fused"):
@@ -159,7 +160,10 @@ def test_none_gradient_and_uneven_steps_fall_back_and_stay_exact(eager_kernels):
     (pa, oa), (pb, ob) = results
     for a, b in zip(pa, pb):
         torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
-    assert ob.fused_stats["eager_steps"] == 7  # step 5 and the uneven ones after it
+    assert ob.fused_stats["eager_steps"] == 1  # step 5 (step 6 runs eagerly while rebuilding)
+    assert ob.fused_stats["rebuilds"] == 2 and len(ob._flat[0]) == 2
+    # steps 0-4 in one bucket, steps 7-11 in two (parameter 0 one step behind)
+    assert ob.fused_stats["fused_steps"] + ob.fused_stats["torch_fused_steps"] == 5 + 2 * 5
     assert oa.state[pa[0]]["step"].item() == ob.state[pb[0]]["step"].item() == 11
 
 
@@ -321,6 +325,40 @@ def test_views_of_the_parameters_do_not_rebuild(eager_kernels):
         torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
     assert opt.fused_stats["rebuilds"] == 1
     assert opt.fused_stats["fused_steps"] + opt.fused_stats["torch_fused_steps"] == 8
+
+
+def test_frozen_parameters_stay_outside_and_the_rest_is_fused():
+    """A frozen layer passed to the optimizer (no gradient) is skipped and left out of the flat
+    buffers; the others are fused at every step. Unfreezing it rebuilds the group around it.
+    Weights and checkpoints equal foreach's throughout."""
+    runs = []
+    for engine in ("foreach", "fused"):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 2)).double()
+        model[0].requires_grad_(False)
+        opt = optimlab.AdamW(model.parameters(), lr=1e-2, engine=engine)
+        gen = torch.Generator().manual_seed(1)
+        for step in range(12):
+            if step == 6:
+                model[0].requires_grad_(True)
+            x = torch.randn(32, 6, generator=gen, dtype=torch.float64)
+            opt.zero_grad()
+            model(x).pow(2).mean().backward()
+            opt.step()
+            if step == 5:
+                assert len(opt.state) == 2  # nothing for the frozen layer, as in torch
+        runs.append((model, opt))
+    (ma, oa), (mb, ob) = runs
+    for a, b in zip(ma.parameters(), mb.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+    assert ob.fused_stats["eager_steps"] == 0
+    assert ob.fused_stats["rebuilds"] == 2  # at the first step, and after unfreezing
+    # step 6 is eager (the new parameters had no state yet); from step 7 the group has two
+    # buckets, the unfrozen layer being six steps behind
+    assert len(ob._flat[0]) == 2 and not ob._flat[0].outside
+    fused_steps = ob.fused_stats["fused_steps"] + ob.fused_stats["torch_fused_steps"]
+    assert fused_steps == 6 + 2 * 5
+    assert ob.state_dict()["state"].keys() == oa.state_dict()["state"].keys()
 
 
 def test_training_loop_fused_equals_foreach():

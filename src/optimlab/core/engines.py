@@ -12,6 +12,9 @@ The optimizer is duck-typed here (the core never imports :mod:`optimlab.optim`):
 
 from __future__ import annotations
 
+import operator
+from itertools import repeat
+
 import torch
 from torch import Tensor
 
@@ -19,6 +22,7 @@ from optimlab.core import fused
 from optimlab.core.tensorlist import FOREACH, LOOP, group_by_device_and_dtype
 
 ENGINES = ("auto", "loop", "foreach", "fused")
+_grad_of = operator.attrgetter("grad")
 
 
 def resolve_engine(name: str, numel: int = 0, device: torch.device | None = None) -> str:
@@ -88,6 +92,15 @@ def new_fused_stats() -> dict:
     }
 
 
+class FlatGroup(list):
+    """The flat buckets of one param group, and the parameters left outside them: those that
+    had no gradient when the buckets were built (frozen layers passed to the optimizer)."""
+
+    def __init__(self, buckets, outside) -> None:
+        super().__init__(buckets)
+        self.outside: list[Tensor] = list(outside)
+
+
 def try_fused_step(opt, index: int, group: dict, info: dict) -> bool:
     """Run group ``index`` fused if its flat buckets exist and fit this step; else ``False``."""
     buckets = opt._flat.get(index)
@@ -95,7 +108,11 @@ def try_fused_step(opt, index: int, group: dict, info: dict) -> bool:
         return False
     stats = opt.fused_stats
     copies = stats["grad_copies"]
-    if sum(len(b.params) for b in buckets) != len(group["params"]):
+    outside = buckets.outside
+    if sum(len(b.params) for b in buckets) + len(outside) != len(group["params"]) or any(
+        map(operator.is_not, map(_grad_of, outside), repeat(None))
+    ):
+        # a parameter was added, or one left outside has a gradient now: rebuild next step
         del opt._flat[index]
         return False
     for bucket in buckets:
@@ -103,9 +120,14 @@ def try_fused_step(opt, index: int, group: dict, info: dict) -> bool:
         if status == fused.SYNC_MOVED:
             del opt._flat[index]  # someone replaced a parameter's storage: rebuild
             return False
-        if status == fused.SYNC_NONE or not fused.is_uniform(bucket):
+        if status == fused.SYNC_NONE:
             for b in buckets:
                 b.uniform = None
+            return False
+        if not fused.is_uniform(bucket):
+            # An eager step left some parameters a step behind (one had no gradient): rebuild
+            # next step with one bucket per step count, rather than stay eager.
+            del opt._flat[index]
             return False
     keys = opt._state_keys(group)
     for bucket in buckets:
@@ -137,8 +159,14 @@ def maybe_build_buckets(opt, index: int, group: dict, *, before_step: bool = Fal
             cached = opt._numel_cache[index] = (len(params), sum(p.numel() for p in params))
         if resolve_engine("auto", cached[1], params[0].device) != "fused":
             return
-    if any(p.grad is None for p in params):
+    # Parameters without a gradient now (frozen ones, typically) stay outside the buckets and
+    # are skipped, as every engine skips them; if one gets a gradient later, the group is
+    # rebuilt around it.
+    outside = [p for p in params if p.grad is None]
+    if len(outside) == len(params):
         return
+    if outside:
+        params = [p for p in params if p.grad is not None]
     if before_step:
         for p in params:
             state = opt.state[p]
@@ -149,7 +177,25 @@ def maybe_build_buckets(opt, index: int, group: dict, *, before_step: bool = Fal
     if not fused.fusable(params, states, keys):
         return
     buckets = []
-    for idx in group_by_device_and_dtype(params).values():
+    for idx in _uniform_buckets(params, states, keys):
         buckets.append(fused.build_bucket([params[i] for i in idx], [states[i] for i in idx], keys))
-    opt._flat[index] = buckets
+    opt._flat[index] = FlatGroup(buckets, outside)
     opt.fused_stats["rebuilds"] += 1
+
+
+def _uniform_buckets(
+    params: list[Tensor], states: list[dict], keys: tuple[str, ...]
+) -> list[list[int]]:
+    """Indices of ``params`` by device, dtype and per-parameter scalar state (the step count,
+    NAdam's ``mu_product``): one compiled call steps a bucket with one set of scalars, so
+    parameters unfrozen later, or skipped once, get their own bucket. (The elementwise state
+    ``keys`` of a 0-d parameter is 0-d too, and is not scalar state.)"""
+    buckets: dict[tuple, list[int]] = {}
+    for i, (p, state) in enumerate(zip(params, states)):
+        scalars = tuple(
+            (k, float(v))
+            for k, v in sorted(state.items())
+            if k not in keys and torch.is_tensor(v) and v.dim() == 0
+        )
+        buckets.setdefault((p.device, p.dtype, scalars), []).append(i)
+    return list(buckets.values())

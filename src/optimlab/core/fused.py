@@ -23,8 +23,10 @@ CUDA. Inductor fuses it into one loop that reads p, g and the state once and wri
 
 A group falls back to the ``foreach`` path, on the same flat views and counted in
 ``fused_stats["eager_steps"]``, for a step in which it cannot be fused: a parameter without a
-gradient, step counts that differ between parameters, a complex or sparse parameter, or state
-that does not exist yet (the first step).
+gradient, a complex or sparse parameter, or state that does not exist yet (SGD's momentum at the
+first step). Buckets are also split by per-parameter step count (see
+:mod:`optimlab.core.engines`), so parameters that skipped a step, or were unfrozen later, are
+fused in a bucket of their own after one rebuild.
 """
 
 from __future__ import annotations
@@ -311,7 +313,7 @@ def build_bucket(params: list[Tensor], states: list[dict], keys: tuple[str, ...]
             )
     scalars = {}
     for key, value in states[0].items():
-        if torch.is_tensor(value) and value.dim() == 0:
+        if key not in keys and torch.is_tensor(value) and value.dim() == 0:
             vec = torch.stack([s[key] for s in states])
             for i, s in enumerate(states):
                 s[key] = vec[i]

@@ -182,11 +182,12 @@ class Optimizer(torch.optim.Optimizer):
             super().zero_grad(set_to_none)
             return
         for index, group in enumerate(self.param_groups):
+            params = group["params"]
             if index in self._flat:
                 for bucket in self._flat[index]:
                     fused.restore_grad_views(bucket)
-                continue
-            for p in group["params"]:
+                params = self._flat[index].outside
+            for p in params:
                 if p.grad is None:
                     continue
                 if set_to_none:
