@@ -456,6 +456,36 @@ def test_auto_fuses_large_groups_only(monkeypatch):
     assert opt._flat and opt.fused_stats["torch_fused_steps"] == 3
 
 
+def test_auto_fuses_on_cpu_and_cuda_only():
+    from optimlab.core.engines import resolve_engine
+
+    big = 10 * fused.AUTO_MIN_NUMEL
+    assert resolve_engine("auto", big, torch.device("cpu")) == "fused"
+    assert resolve_engine("auto", 10, torch.device("cuda")) == "fused"
+    for other in ("mps", "xpu", "meta"):
+        assert resolve_engine("auto", big, torch.device(other)) == "foreach"
+    assert resolve_engine("fused", 10, torch.device("meta")) == "fused"  # asked for
+
+
+class _Tagged(torch.Tensor):
+    """A trivial tensor subclass, standing in for DTensor and other wrappers."""
+
+
+def test_tensor_subclass_parameters_stay_on_the_eager_path():
+    results = []
+    for engine in ("foreach", "fused"):
+        p = torch.Tensor._make_subclass(_Tagged, torch.arange(6.0), True)
+        opt = optimlab.Adam([p], lr=0.1, engine=engine)
+        for step in range(3):
+            p.grad = torch.full((6,), 0.5 + step)
+            opt.step()
+        assert type(p) is _Tagged
+        results.append((p.detach().clone(), opt))
+    (a, _), (b, opt) = results
+    assert not opt._flat
+    torch.testing.assert_close(b.as_subclass(torch.Tensor), a.as_subclass(torch.Tensor))
+
+
 def test_complex_parameters_stay_on_the_eager_path():
     p = torch.randn(4, dtype=torch.complex64, requires_grad=True)
     q = p.detach().clone().requires_grad_()

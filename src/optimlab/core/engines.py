@@ -35,6 +35,8 @@ def resolve_engine(name: str, numel: int = 0, device: torch.device | None = None
         return name
     if device is not None and device.type == "cuda":
         return "fused"
+    if device is not None and device.type != "cpu":
+        return "foreach"  # other backends (mps, xpu...) are not tested with the fused engine
     return "fused" if numel >= fused.AUTO_MIN_NUMEL else "foreach"
 
 

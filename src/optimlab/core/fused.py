@@ -330,10 +330,17 @@ def build_bucket(params: list[Tensor], states: list[dict], keys: tuple[str, ...]
     )
 
 
+#: parameter types whose ``.data`` can be re-pointed to a view of a plain flat buffer; tensor
+#: subclasses (FSDP2's DTensor, quantized wrappers...) keep their own storage and run eagerly.
+PLAIN_TYPES = (Tensor, torch.nn.Parameter)
+
+
 def fusable(params: list[Tensor], states: list[dict], keys: tuple[str, ...]) -> bool:
-    """Whether a bucket can be built: real dense tensors with all their state present."""
+    """Whether a bucket can be built: plain real dense tensors with all their state present."""
     for p, s in zip(params, states):
-        if p.is_complex() or p.is_sparse or not p.dtype.is_floating_point:
+        if type(p) not in PLAIN_TYPES or p.is_complex() or p.is_sparse:
+            return False
+        if not p.dtype.is_floating_point:
             return False
         for key in keys:
             if not torch.is_tensor(s.get(key)):
