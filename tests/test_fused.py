@@ -144,8 +144,8 @@ def test_fused_bf16_rounds_once(spec):
 
 def test_none_gradient_and_uneven_steps_fall_back_and_stay_exact(eager_kernels):
     """A step where one parameter has no gradient runs eagerly on the flat views (counted);
-    the per-parameter step counts then differ, so the next step is eager too and the group is
-    rebuilt with one bucket per step count, fused again from then on."""
+    the per-parameter step counts then differ, so the group is rebuilt at the next step with one
+    bucket per step count, and fused again from that step on."""
     spec_cfg = {"lr": 0.01}
     results = []
     for engine in ("loop", "fused"):
@@ -160,10 +160,10 @@ def test_none_gradient_and_uneven_steps_fall_back_and_stay_exact(eager_kernels):
     (pa, oa), (pb, ob) = results
     for a, b in zip(pa, pb):
         torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
-    assert ob.fused_stats["eager_steps"] == 1  # step 5 (step 6 runs eagerly while rebuilding)
+    assert ob.fused_stats["eager_steps"] == 1  # step 5
     assert ob.fused_stats["rebuilds"] == 2 and len(ob._flat[0]) == 2
-    # steps 0-4 in one bucket, steps 7-11 in two (parameter 0 one step behind)
-    assert ob.fused_stats["fused_steps"] + ob.fused_stats["torch_fused_steps"] == 5 + 2 * 5
+    # steps 0-4 in one bucket, steps 6-11 in two (parameter 0 one step behind)
+    assert ob.fused_stats["fused_steps"] + ob.fused_stats["torch_fused_steps"] == 5 + 2 * 6
     assert oa.state[pa[0]]["step"].item() == ob.state[pb[0]]["step"].item() == 11
 
 
@@ -359,6 +359,44 @@ def test_frozen_parameters_stay_outside_and_the_rest_is_fused():
     fused_steps = ob.fused_stats["fused_steps"] + ob.fused_stats["torch_fused_steps"]
     assert fused_steps == 6 + 2 * 5
     assert ob.state_dict()["state"].keys() == oa.state_dict()["state"].keys()
+
+
+def test_a_parameter_that_stops_getting_gradients_leaves_and_frees_the_old_buffers(
+    eager_kernels,
+):
+    """Freezing a layer mid-run (its .grad stays None): one eager step, then the group is
+    rebuilt without it. Its data and state get storage of their own, so nothing keeps the old
+    flat buffers alive; weights equal foreach's."""
+    import gc
+    import weakref
+
+    runs = []
+    for engine in ("foreach", "fused"):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 2)).double()
+        opt = optimlab.Adam(model.parameters(), lr=1e-2, engine=engine)
+        gen = torch.Generator().manual_seed(1)
+        old = []
+        for step in range(8):
+            if step == 3:
+                if engine == "fused":
+                    bucket = opt._flat[0][0]
+                    old = [weakref.ref(t) for t in (bucket.flat_param, bucket.state["exp_avg"])]
+                    del bucket
+                model[0].requires_grad_(False)
+                model[0].weight.grad = model[0].bias.grad = None
+            x = torch.randn(8, 6, generator=gen, dtype=torch.float64)
+            model.zero_grad(set_to_none=True)
+            model(x).pow(2).mean().backward()
+            opt.step()
+        runs.append((model, opt, old))
+    (ma, _, _), (mb, ob, old) = runs
+    for a, b in zip(ma.parameters(), mb.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+    assert ob.fused_stats["eager_steps"] == 1 and ob.fused_stats["rebuilds"] == 2
+    assert ob._flat[0].outside == [mb[0].weight, mb[0].bias]
+    gc.collect()
+    assert all(ref() is None for ref in old)
 
 
 def test_training_loop_fused_equals_foreach():

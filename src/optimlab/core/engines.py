@@ -123,8 +123,11 @@ def try_fused_step(opt, index: int, group: dict, info: dict) -> bool:
             del opt._flat[index]  # someone replaced a parameter's storage: rebuild
             return False
         if status == fused.SYNC_NONE:
-            for b in buckets:
-                b.uniform = None
+            # This step runs eagerly on the flat views; the group is rebuilt at the next step,
+            # with parameters that still have no gradient then (frozen since) left outside.
+            stats["eager_steps"] += 1
+            info["fused"] = False
+            del opt._flat[index]
             return False
         if not fused.is_uniform(bucket):
             # An eager step left some parameters a step behind (one had no gradient): rebuild
@@ -169,6 +172,8 @@ def maybe_build_buckets(opt, index: int, group: dict, *, before_step: bool = Fal
         return
     if outside:
         params = [p for p in params if p.grad is not None]
+        for p in outside:
+            _release_flat_views(p, opt.state.get(p, {}))
     if before_step:
         for p in params:
             state = opt.state[p]
@@ -183,6 +188,21 @@ def maybe_build_buckets(opt, index: int, group: dict, *, before_step: bool = Fal
         buckets.append(fused.build_bucket([params[i] for i in idx], [states[i] for i in idx], keys))
     opt._flat[index] = FlatGroup(buckets, outside)
     opt.fused_stats["rebuilds"] += 1
+
+
+def _owns_storage(t: Tensor) -> bool:
+    return t.untyped_storage().nbytes() <= t.numel() * t.element_size()
+
+
+def _release_flat_views(p: Tensor, state: dict) -> None:
+    """Give a parameter that leaves the flat buffers (it lost its gradient) storage of its own,
+    for its data and state: a view would keep a whole old flat buffer alive."""
+    with torch.no_grad():
+        if not _owns_storage(p):
+            p.data = p.data.clone()
+        for key, value in state.items():
+            if torch.is_tensor(value) and not _owns_storage(value):
+                state[key] = value.clone()
 
 
 def _uniform_buckets(
