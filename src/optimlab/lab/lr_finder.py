@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from optimlab.lab.runner import ema_debiased
+
 SUGGESTIONS = ("valley", "steepest", "minimum")
 
 
@@ -63,14 +65,6 @@ class LRFinderResult:
         from optimlab.lab.plots import plot_lr_finder
 
         return plot_lr_finder([(label or "loss", self)], ax=ax)
-
-
-def _ema_debiased(values: list[float], beta: float) -> list[float]:
-    out, avg = [], 0.0
-    for i, value in enumerate(values):
-        avg = beta * avg + (1 - beta) * value
-        out.append(avg / (1 - beta ** (i + 1)))
-    return out
 
 
 def _call(loss_fn: Callable, step: int) -> torch.Tensor:
@@ -160,7 +154,7 @@ def lr_find(
     # A non-finite last loss is a marker of divergence, not a point on the curve.
     if finite and math.isnan(finite[-1]):
         lrs, finite = lrs[:-1], finite[:-1]
-    smoothed = _ema_debiased(finite, smoothing) if finite else []
+    smoothed = ema_debiased(finite, smoothing) if finite else []
     suggestions = suggest_all(lrs, smoothed)
     suggestion, reason = suggestions[suggest]
     return LRFinderResult(

@@ -140,7 +140,9 @@ def hparams_for_torch(hparams: dict[str, Any]) -> dict[str, Any]:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in hparams.items()}
 
 
-def _ema_debiased(values: list[float], beta: float) -> list[float]:
+def ema_debiased(values: list[float], beta: float) -> list[float]:
+    """Exponential moving average ``a_i = β·a_{i-1} + (1−β)·x_i`` from ``a = 0``, divided by
+    ``1 − β^(i+1)`` so early values are not pulled toward 0 (Adam's bias correction)."""
     out, avg = [], 0.0
     for i, value in enumerate(values):
         avg = beta * avg + (1 - beta) * value
@@ -274,7 +276,7 @@ def _train(problem, instance, optimizer, params, steps: int, evals: int) -> dict
     if track_path and diverged_at is None:
         path.append(_point(params))
 
-    smooth = _ema_debiased(losses, TARGET_EMA)
+    smooth = ema_debiased(losses, TARGET_EMA)
     target = float(problem.target)
     reached = next((i for i, v in enumerate(smooth) if v <= target), None)
     cumulative = np.cumsum(step_times) if step_times else np.zeros(0)
