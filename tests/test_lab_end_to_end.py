@@ -13,28 +13,16 @@ from optimlab.lab.report import SECTIONS
 pytestmark = pytest.mark.slow
 
 QUICK = ["--quick", "--workers", "1", "--no-progress"]
+#: the comparison the report tests share (and the rerun repeats)
+COMPARED = ["compare", "-p", "digits_mlp", "linear_regression", "rosenbrock"]
+COMPARED += ["-o", "sgd", "momentum", "adam"]
 
 
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory):
     """One quick comparison shared by the report tests (it is the expensive part)."""
     out = tmp_path_factory.mktemp("compare")
-    argv = [
-        "compare",
-        "-p",
-        "digits_mlp",
-        "linear_regression",
-        "rosenbrock",
-        "-o",
-        "sgd",
-        "momentum",
-        "adam",
-        "--tensorboard",
-        "--out",
-        str(out),
-        *QUICK,
-    ]
-    assert main(argv) == 0
+    assert main([*COMPARED, "--tensorboard", "--out", str(out), *QUICK]) == 0
     return out
 
 
@@ -66,22 +54,7 @@ def test_compare_writes_a_report_with_every_section(compared, capsys):
 
 def test_compare_reran_takes_everything_from_the_store(compared, capsys):
     before = _runs(compared)
-    argv = [
-        "compare",
-        "-p",
-        "digits_mlp",
-        "linear_regression",
-        "rosenbrock",
-        "-o",
-        "sgd",
-        "momentum",
-        "adam",
-        "--out",
-        str(compared),
-        *QUICK,
-        "--no-report",
-    ]
-    assert main(argv) == 0
+    assert main([*COMPARED, "--out", str(compared), *QUICK, "--no-report"]) == 0
     assert _runs(compared) == before
 
 

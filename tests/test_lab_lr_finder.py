@@ -68,21 +68,19 @@ def test_works_with_a_plain_torch_optimizer_and_stops_on_divergence():
     assert result.suggestion is not None and result.suggestion < 1.0
 
 
+def _sgd_range_test(problem_name: str, rule: str):
+    """An SGD range test from 1e-5 to 10 over 100 steps on a bundled problem (seed 0)."""
+    instance = load_problem(problem_name).make(0)
+    opt = optimlab.create_optimizer("sgd", instance.model.parameters(), lr=1e-3)
+    return lr_find(
+        instance.model, opt, instance.train_loss, start_lr=1e-5, end_lr=10, steps=100, suggest=rule
+    )
+
+
 @pytest.mark.parametrize("rule", SUGGESTIONS)
 def test_ill_conditioned_quadratic_suggestion_is_stable(rule):
     """f = ½(u² + 100 v²): gradient descent converges iff lr < 2/λ_max = 0.02."""
-    problem = load_problem("ill_conditioned")
-    instance = problem.make(0)
-    opt = optimlab.create_optimizer("sgd", instance.model.parameters(), lr=1e-3)
-    result = lr_find(
-        instance.model,
-        opt,
-        instance.train_loss,
-        start_lr=1e-5,
-        end_lr=10,
-        steps=100,
-        suggest=rule,
-    )
+    result = _sgd_range_test("ill_conditioned", rule)
     assert result.method == rule
     assert 0.02 / 100 < result.suggestion < 0.02, result.reason
 
@@ -90,18 +88,7 @@ def test_ill_conditioned_quadratic_suggestion_is_stable(rule):
 @pytest.mark.parametrize("rule", SUGGESTIONS)
 def test_linear_regression_suggestion_is_in_the_stable_range(rule):
     two_over_l = _linear_regression_two_over_L()
-    problem = load_problem("linear_regression")
-    instance = problem.make(0)
-    opt = optimlab.create_optimizer("sgd", instance.model.parameters(), lr=1e-3)
-    result = lr_find(
-        instance.model,
-        opt,
-        instance.train_loss,
-        start_lr=1e-5,
-        end_lr=10,
-        steps=100,
-        suggest=rule,
-    )
+    result = _sgd_range_test("linear_regression", rule)
     assert two_over_l / 1000 < result.suggestion < two_over_l, (result.suggestion, two_over_l)
 
 
