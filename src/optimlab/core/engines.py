@@ -129,11 +129,6 @@ def try_fused_step(opt, index: int, group: dict, info: dict) -> bool:
             info["fused"] = False
             del opt._flat[index]
             return False
-        if not fused.is_uniform(bucket):
-            # An eager step left some parameters a step behind (one had no gradient): rebuild
-            # next step with one bucket per step count, rather than stay eager.
-            del opt._flat[index]
-            return False
     keys = opt._state_keys(group)
     for bucket in buckets:
         fused.run_fused(opt, group, bucket, keys, info, stats)

@@ -248,7 +248,6 @@ class FlatBucket:
     state: dict[str, Tensor]  # elementwise state, one flat buffer per key
     scalars: dict[str, Tensor]  # 0-d per-parameter state (step, mu_product), one vector per key
     ptrs: list[int] = field(default_factory=list)
-    uniform: bool | None = None
     #: the flat parameter buffer's storage (its address) and how many tensors used it when the
     #: parameters were last checked one by one (-1: not yet)
     storage: int = 0
@@ -460,15 +459,6 @@ def restore_grad_views(bucket: FlatBucket) -> None:
     for p, view in zip(bucket.params, bucket.grad_views):
         if p.grad is not view:
             p.grad = view
-
-
-def is_uniform(bucket: FlatBucket) -> bool:
-    """Whether every parameter of the bucket has the same step count (and scalar state)."""
-    if bucket.uniform is None:
-        bucket.uniform = all(
-            bool((vec == vec[0]).all()) for vec in bucket.scalars.values() if vec.numel()
-        )
-    return bucket.uniform
 
 
 def run_fused(

@@ -164,10 +164,7 @@ class Optimizer(torch.optim.Optimizer):
                 states.append(state)
             if params:
                 run_step(self, group, params, grads, states, info)
-                if index in self._flat:
-                    self.fused_stats["eager_steps"] += 1
-                    info["fused"] = False
-                elif fusing and self.lazy_state_keys:
+                if fusing and self.lazy_state_keys and index not in self._flat:
                     # Only state created from the first gradient (SGD's momentum) waits for
                     # an eager step; everything else was tried before the step.
                     maybe_build_buckets(self, index, group)
