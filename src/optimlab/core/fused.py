@@ -198,9 +198,6 @@ _KERNELS: dict[tuple, object] = {}
 _VERIFIED: set = set()  # kernels that have run once (compiled successfully)
 
 
-_EAGER: dict[tuple, object] = {}
-
-
 def get_kernel(key: tuple):
     """The kernel for ``key = (program, n_inputs, device, dtype, compile)``, built (and
     compiled) once per key.
@@ -217,14 +214,6 @@ def get_kernel(key: tuple):
         if key[4]:
             kernel = torch.compile(kernel, fullgraph=True, dynamic=True)
         _KERNELS[key] = kernel
-    return kernel
-
-
-def eager_kernel(key: tuple):
-    """The program of ``key`` as plain eager operations (one pass per operation)."""
-    kernel = _EAGER.get(key)
-    if kernel is None:
-        kernel = _EAGER[key] = build_kernel(*key[:2])
     return kernel
 
 
@@ -513,7 +502,7 @@ def run_fused(
             stacklevel=4,
         )
         stats["compile_failures"] = stats.get("compile_failures", 0) + 1
-        kernel = eager_kernel(key)
+        kernel = get_kernel((*key[:4], False))  # the same program, eagerly
         if not verified:
             _KERNELS[key] = kernel
         kernel(inputs, scalars)
