@@ -754,6 +754,17 @@ def recompile_check(
 
 
 # -- output ----------------------------------------------------------------------------------
+def _doc_header(benchmark: str, device: str) -> dict[str, Any]:
+    """The fields every result file starts with: what ran, when, how, and on what."""
+    return {
+        "benchmark": benchmark,
+        "schema_version": SCHEMA_VERSION,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "command": sys.argv,
+        "machine": machine_info(device),
+    }
+
+
 def write_json(path: Path, doc: dict[str, Any]) -> None:
     """Write ``doc`` to ``path`` atomically (a temporary file in the same folder, then
     ``os.replace``), creating the folder."""
@@ -1031,11 +1042,7 @@ def main_recompile(args: argparse.Namespace) -> int:
     for reason in {r["reason"] for r in rows if r["reason"]}:
         print(f"  not run: {reason}")
     doc = {
-        "benchmark": "recompile_check",
-        "schema_version": SCHEMA_VERSION,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-        "command": sys.argv,
-        "machine": machine_info(args.device),
+        **_doc_header("recompile_check", args.device),
         "layout": {"tensors": len(RC_LAYOUT), "params": _layouts.numel(RC_LAYOUT)},
         "rows": rows,
     }
@@ -1088,11 +1095,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log=_log,
         )
         doc = {
-            "benchmark": "step_speed",
-            "schema_version": SCHEMA_VERSION,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-            "command": sys.argv,
-            "machine": machine_info(args.device),
+            **_doc_header("step_speed", args.device),
             "bandwidth": bandwidth,
             "layout": {
                 "name": layout_name,
