@@ -327,7 +327,10 @@ def _reset_compiler() -> None:
     # on-disk cache still applies), and cannot exhaust a shared recompile limit.
     import torch._dynamo
 
+    from optimlab.core import fused
+
     torch._dynamo.reset()
+    fused.reset_kernels()
 
 
 # -- one layout ------------------------------------------------------------------------------
@@ -674,8 +677,26 @@ def recompile_check(
     """``steps`` steps of each optimizer with a cosine lr schedule and a changing beta1 (or
     momentum, or rho), from a fresh dynamo state. ``startup_compiles`` counts the frames dynamo
     compiles until the first fused step has run (``initial_steps`` steps), ``recompiles`` those
-    it compiles after that: 0 expected."""
+    it compiles after that: 0 expected. Every kernel call goes through dynamo's guards, not
+    only the first of each input signature (``fused.DIRECT_CALLS`` is off for the check)."""
+    from optimlab.core import fused
+
     log = log or (lambda msg: None)
+    direct, fused.DIRECT_CALLS = fused.DIRECT_CALLS, False
+    try:
+        return _recompile_rows(optimizers, steps=steps, device=device, engine=engine, log=log)
+    finally:
+        fused.DIRECT_CALLS = direct
+
+
+def _recompile_rows(
+    optimizers: Sequence[str],
+    *,
+    steps: int,
+    device: str,
+    engine: str,
+    log: Callable[[str], None],
+) -> list[dict[str, Any]]:
     rows = []
     for name in optimizers:
         vary = RC_VARY.get(name, ("betas", 0, 0.9, 0.85))

@@ -452,7 +452,9 @@ def test_checkpoints_move_between_engines_and_torch(spec, eager_kernels):
 @pytest.mark.parametrize("name", ["adam", "radam", "nadam", "adabound", "rmsprop", "sgd"])
 def test_no_recompiles_under_a_cosine_lr_and_changing_beta(name, monkeypatch):
     """1,000 steps with a new lr and a new beta1 (or momentum) at every step compile nothing
-    after the first fused step's program (RAdam's rectification switch included)."""
+    after the first fused step's program (RAdam's rectification switch included). Every call
+    goes through dynamo's guards here, not only each signature's first."""
+    monkeypatch.setattr(fused, "DIRECT_CALLS", False)
     extra = {"sgd": {"momentum": 0.9}, "rmsprop": {"momentum": 0.5}}.get(name, {})
     params = make_params(torch.float32)
     opt = optimlab.create_optimizer(name, params, lr=1e-3, engine="fused", **extra)
@@ -582,6 +584,79 @@ def test_param_groups_of_many_sizes_share_one_compiled_kernel(monkeypatch):
         torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
     assert opt.fused_stats["fused_steps"] == 36
     assert stats["unique_graphs"] == 1
+
+
+def _rmsprop_on_three_sizes(steps):
+    torch.manual_seed(0)
+    params = [torch.randn(5 + 7 * i, dtype=torch.float64, requires_grad=True) for i in range(3)]
+    groups = [{"params": [p], "lr": 0.01 / (i + 1)} for i, p in enumerate(params)]
+    opt = optimlab.RMSprop(groups, engine="fused")
+    for step in range(steps):
+        write_grads(params, step)
+        opt.step()
+    return params, opt
+
+
+def _the_compiled_kernel():
+    ((kernel,),) = [[k for k in fused._KERNELS.values() if isinstance(k, fused.CompiledKernel)]]
+    return kernel
+
+
+def test_compiled_cpu_kernels_skip_dynamo_once_it_has_dispatched_a_signature(monkeypatch):
+    """The first call of each signature (bucket length, grad mode, threads) goes through dynamo;
+    later calls run the graph it picked directly, with the same numbers to the bit. A new
+    thread count is a new signature: dynamo sees it and recompiles, as its guards demand."""
+    monkeypatch.setattr(fused, "_KERNELS", {})
+    monkeypatch.setattr(fused, "DIRECT_CALLS", False)
+    through_dynamo, _ = _rmsprop_on_three_sizes(4)
+    kernel = _the_compiled_kernel()
+    assert kernel.direct == {}
+
+    monkeypatch.setattr(fused, "DIRECT_CALLS", True)
+    dispatched = []
+    compiled = kernel.compiled
+
+    def counting(inputs, scalars):
+        dispatched.append(inputs[0].numel())
+        return compiled(inputs, scalars)
+
+    monkeypatch.setattr(kernel, "compiled", counting)
+    direct, opt = _rmsprop_on_three_sizes(4)
+    assert opt.fused_stats["fused_steps"] == 12
+    assert sorted(dispatched) == [5, 12, 19]  # once per bucket length, then directly
+    assert len({graph for graph, _ in kernel.direct.values()}) == 1  # one graph for all sizes
+    for a, b in zip(through_dynamo, direct):
+        assert torch.equal(a, b)
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads + 1)
+        write_grads(direct, 4)
+        opt.step()
+    finally:
+        torch.set_num_threads(threads)
+    assert len(dispatched) == 6
+    assert {sig[3] for sig in kernel.direct} == {threads, threads + 1}
+
+
+def test_remembered_graphs_do_not_keep_old_flat_buffers_alive(monkeypatch):
+    """A remembered dispatch holds positions, not tensors: after a rebuild the old flat
+    buffers are freed, although only direct calls follow it."""
+    import gc
+    import weakref
+
+    monkeypatch.setattr(fused, "_KERNELS", {})
+    params, opt = _rmsprop_on_three_sizes(3)
+    kernel = _the_compiled_kernel()
+    remembered = dict(kernel.direct)
+    old = [weakref.ref(t) for group in opt._flat.values() for b in group for t in b.state.values()]
+    opt.load_state_dict(opt.state_dict())  # loaded state: every group is rebuilt
+    for step in range(3, 5):
+        write_grads(params, step)
+        opt.step()
+    assert opt.fused_stats["rebuilds"] == 6 and kernel.direct == remembered
+    gc.collect()
+    assert len(old) == 3 and all(ref() is None for ref in old)
 
 
 def test_a_kernel_that_fails_to_recompile_runs_that_bucket_eagerly(monkeypatch, recwarn):
