@@ -338,6 +338,7 @@ class FlatBucket:
     grad_views: list[Tensor]
     state: dict[str, Tensor]  # elementwise state, one flat buffer per key
     scalars: dict[str, Tensor]  # 0-d per-parameter state (step, mu_product), one vector per key
+    first: dict[str, Tensor]  # each scalar vector's element 0, as a 0-d view
     ptrs: list[int] = field(default_factory=list)
     #: the flat parameter buffer's storage (its address) and how many tensors used it when the
     #: parameters were last checked one by one (-1: not yet)
@@ -347,6 +348,8 @@ class FlatBucket:
     #: each gradient view's use count at the last one-by-one check (None: check one by one)
     grad_counts: list[int] | None = None
     grad_cursor: int = 0
+    #: the program's scalars, refilled at every step (CPU; see :func:`pack_scalars`)
+    scalar_buffer: Tensor | None = None
 
 
 def _move_into_flat(n: int, like: Tensor, offsets: list[int], numels: list[int], get, put):
@@ -415,6 +418,7 @@ def build_bucket(params: list[Tensor], states: list[dict], keys: tuple[str, ...]
         grad_views=grad_views,
         state=state,
         scalars=scalars,
+        first={key: vec[0] for key, vec in scalars.items()},
         ptrs=[p.data_ptr() for p in params],
         storage=flat_param.untyped_storage()._cdata,
     )
@@ -552,15 +556,42 @@ def restore_grad_views(bucket: FlatBucket) -> None:
             p.grad = view
 
 
+def pack_scalars(bucket: FlatBucket, values: list[float], dtype: torch.dtype) -> Tensor:
+    """The program's scalars as one vector on the bucket's device.
+
+    On CPU the bucket's vector is refilled through a NumPy view of it, which costs a third of
+    building a new tensor from a list (cold caches: 9 µs against 30). The kernel runs
+    synchronously, so the vector is free again when the step ends. Elsewhere a new vector is
+    copied to the device at every step, so a copy in flight never sees the next step's values.
+    """
+    device = bucket.flat_param.device
+    if device.type != "cpu":
+        return torch.tensor(values, dtype=dtype).to(device, non_blocking=True)
+    buffer = bucket.scalar_buffer
+    if buffer is None or buffer.shape[0] != len(values) or buffer.dtype != dtype:
+        buffer = bucket.scalar_buffer = torch.empty(len(values), dtype=dtype)
+    buffer.numpy()[:] = values
+    return buffer
+
+
+def count_step(bucket: FlatBucket) -> float:
+    """Add one to every parameter's step count in the bucket; the new count (all are equal)."""
+    steps = bucket.scalars["step"]
+    if steps.device.type == "cpu":
+        # a NumPy view skips torch's dispatcher: 15 µs against 45 for ``add_`` and ``item``
+        counts = steps.numpy()
+        counts += 1.0
+        return float(counts[0])
+    steps.add_(1.0)
+    return steps[0].item()
+
+
 def run_fused(
     opt, group: dict, bucket: FlatBucket, keys: tuple[str, ...], info: dict, stats: dict
 ) -> None:
     """One fused step of ``opt``'s formula over ``bucket``."""
-    first = {key: vec[0] for key, vec in bucket.scalars.items()}  # 0-d views of element 0
-    steps = None
-    if opt.counts_steps:
-        bucket.scalars["step"].add_(1.0)
-        steps = [first["step"].item()]
+    first = dict(bucket.first)  # _update may rebind entries; the views stay
+    steps = [count_step(bucket)] if opt.counts_steps else None
     flat = bucket.flat_param
     # torch's kernels are used for fp32/fp64 only: its bf16 SGD kernel rounds more often.
     if (
@@ -579,9 +610,7 @@ def run_fused(
             vec.fill_(first[key].item())
     # bf16/fp16 parameters compute their scalars in fp32 (the kernel upcasts anyway).
     sdtype = flat.dtype if flat.dtype in (torch.float32, torch.float64) else torch.float32
-    scalars = torch.tensor(rec.values, dtype=sdtype)
-    if flat.device.type != "cpu":
-        scalars = scalars.to(flat.device, non_blocking=True)
+    scalars = pack_scalars(bucket, rec.values, sdtype)
     inputs = [flat, bucket.flat_grad, *(bucket.state[k] for k in keys)]
     compile_ = COMPILE
     key = (tuple(rec.program), n_inputs, str(flat.device), flat.dtype, compile_)
