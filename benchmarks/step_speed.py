@@ -391,6 +391,7 @@ def _empty_row(name: str, engine: str, base: dict, status: str, reason: str | No
         "compile_seconds": None,
         "fused_stats": None,
         "adamw_ref_ms": None,
+        "adamw_ref_times_ms": [],
         "gbps_fraction_of_adamw": None,
         "target": None,
     }
@@ -464,6 +465,7 @@ def _measure_row(
         ref_ms = _median_ms(times[2])
         ref_bpp = min_bytes_per_param("adamw", reference.param_groups[0])
         row["adamw_ref_ms"] = ref_ms
+        row["adamw_ref_times_ms"] = [t * 1e3 for t in times[2]]
         row["gbps_fraction_of_adamw"] = (bpp / ms) / (ref_bpp / ref_ms)
     if isinstance(stats, dict) and stats.get("compile_seconds") is not None:
         row["compile_seconds"] = float(stats["compile_seconds"])

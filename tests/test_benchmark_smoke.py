@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -43,6 +44,7 @@ ROW_KEYS = {
     "compile_seconds",
     "fused_stats",
     "adamw_ref_ms",
+    "adamw_ref_times_ms",
     "gbps_fraction_of_adamw",
     "target",
 }
@@ -134,6 +136,30 @@ def test_run_layout_rows_and_json(bench, one_thread, tmp_path):
     bench.write_json(path, doc)
     assert json.loads(path.read_text())["rows"][0]["optimizer"] == "sgd"
     assert [p.name for p in path.parent.iterdir()] == ["out.json"]  # no temporary left over
+
+
+@pytest.mark.slow
+def test_gbps_rule_uses_the_interleaved_adamw_reference(bench, one_thread):
+    """A fused row under the GB/s rule times our fused AdamW as a third side, step for step,
+    and the rule's fraction comes from those times."""
+    rows = bench.run_layout(
+        "many_small",
+        TINY,
+        optimizers=["rmsprop"],
+        engines=["fused"],
+        min_steps=3,
+        budget_s=0,
+        memory="none",
+    )
+    (row,) = rows
+    assert row["status"] == "ok", row["reason"]
+    assert len(row["adamw_ref_times_ms"]) == row["steps"] == len(row["times_ms"])
+    ref_ms = statistics.median(row["adamw_ref_times_ms"])
+    assert row["adamw_ref_ms"] == pytest.approx(ref_ms)
+    expected = (20 / row["ms"]) / (28 / ref_ms)
+    assert row["gbps_fraction_of_adamw"] == pytest.approx(expected)
+    assert row["target"]["gbps_basis"] == "interleaved reference"
+    assert row["target"]["gbps_fraction_of_adamw"] == row["gbps_fraction_of_adamw"]
 
 
 def test_unavailable_engine_gives_na_row(bench, one_thread, monkeypatch):
