@@ -560,45 +560,35 @@ def test_a_failing_compiler_falls_back_to_eager_kernels(monkeypatch):
         torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-6)
 
 
-def test_param_groups_of_many_sizes_share_one_compiled_kernel(monkeypatch):
-    """Twelve groups of twelve sizes (one per layer, as layer-wise lr decay makes them) with
-    the same configuration: one compiled program serves them all. With a static length each
-    size was a recompile, and the ninth raised dynamo's recompile-limit error."""
-    monkeypatch.setattr(fused, "_KERNELS", {})
-    results = []
-    for engine in ("loop", "fused"):
-        torch.manual_seed(0)
-        params = [
-            torch.randn(5 + 7 * i, dtype=torch.float64, requires_grad=True) for i in range(12)
-        ]
-        opt = optimlab.RMSprop(
-            [{"params": [p], "lr": 0.01 / (i + 1)} for i, p in enumerate(params)], engine=engine
-        )
-        torch._dynamo.utils.counters.clear()
-        for step in range(3):
-            write_grads(params, step)
-            opt.step()
-        results.append((params, opt, dict(torch._dynamo.utils.counters["stats"])))
-    (pa, _, _), (pb, opt, stats) = results
-    for a, b in zip(pa, pb):
-        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
-    assert opt.fused_stats["fused_steps"] == 36
-    assert stats["unique_graphs"] == 1
-
-
-def _rmsprop_on_three_sizes(steps):
+def _rmsprop_group_per_size(count, steps, engine="fused"):
+    """RMSprop with one param group per parameter, ``count`` of them of lengths 5, 12, 19...
+    and lrs 0.01 / (i + 1), as layer-wise lr decay makes them; ``steps`` float64 steps."""
     torch.manual_seed(0)
-    params = [torch.randn(5 + 7 * i, dtype=torch.float64, requires_grad=True) for i in range(3)]
+    params = [torch.randn(5 + 7 * i, dtype=torch.float64, requires_grad=True) for i in range(count)]
     groups = [{"params": [p], "lr": 0.01 / (i + 1)} for i, p in enumerate(params)]
-    opt = optimlab.RMSprop(groups, engine="fused")
+    opt = optimlab.RMSprop(groups, engine=engine)
     for step in range(steps):
         write_grads(params, step)
         opt.step()
     return params, opt
 
 
+def test_param_groups_of_many_sizes_share_one_compiled_kernel(monkeypatch):
+    """Twelve groups of twelve sizes (one per layer, as layer-wise lr decay makes them) with
+    the same configuration: one compiled program serves them all. With a static length each
+    size was a recompile, and the ninth raised dynamo's recompile-limit error."""
+    monkeypatch.setattr(fused, "_KERNELS", {})
+    pa, _ = _rmsprop_group_per_size(12, 3, engine="loop")
+    torch._dynamo.utils.counters.clear()
+    pb, opt = _rmsprop_group_per_size(12, 3)
+    for a, b in zip(pa, pb):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+    assert opt.fused_stats["fused_steps"] == 36
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+
+
 def _the_compiled_kernel():
-    ((kernel,),) = [[k for k in fused._KERNELS.values() if isinstance(k, fused.CompiledKernel)]]
+    (kernel,) = [k for k in fused._KERNELS.values() if isinstance(k, fused.CompiledKernel)]
     return kernel
 
 
@@ -608,7 +598,7 @@ def test_compiled_cpu_kernels_skip_dynamo_once_it_has_dispatched_a_signature(mon
     thread count is a new signature: dynamo sees it and recompiles, as its guards demand."""
     monkeypatch.setattr(fused, "_KERNELS", {})
     monkeypatch.setattr(fused, "DIRECT_CALLS", False)
-    through_dynamo, _ = _rmsprop_on_three_sizes(4)
+    through_dynamo, _ = _rmsprop_group_per_size(3, 4)
     kernel = _the_compiled_kernel()
     assert kernel.direct == {}
 
@@ -621,7 +611,7 @@ def test_compiled_cpu_kernels_skip_dynamo_once_it_has_dispatched_a_signature(mon
         return compiled(inputs, scalars)
 
     monkeypatch.setattr(kernel, "compiled", counting)
-    direct, opt = _rmsprop_on_three_sizes(4)
+    direct, opt = _rmsprop_group_per_size(3, 4)
     assert opt.fused_stats["fused_steps"] == 12
     assert sorted(dispatched) == [5, 12, 19]  # once per bucket length, then directly
     assert len({graph for graph, _ in kernel.direct.values()}) == 1  # one graph for all sizes
@@ -646,7 +636,7 @@ def test_remembered_graphs_do_not_keep_old_flat_buffers_alive(monkeypatch):
     import weakref
 
     monkeypatch.setattr(fused, "_KERNELS", {})
-    params, opt = _rmsprop_on_three_sizes(3)
+    params, opt = _rmsprop_group_per_size(3, 3)
     kernel = _the_compiled_kernel()
     remembered = dict(kernel.direct)
     old = [weakref.ref(t) for group in opt._flat.values() for b in group for t in b.state.values()]
