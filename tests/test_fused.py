@@ -57,7 +57,8 @@ def run(spec, cfg, engine, dtype, steps, lr_schedule=True):
 def fused_count(opt, steps: int) -> int:
     """Fused group-steps expected over ``steps`` steps of the two-group setup: every step is
     fused, except the first for optimizers whose state starts from the first gradient."""
-    return 2 * (steps - 1 if opt.lazy_state_keys else steps)
+    lazy = set(opt.lazy_state_keys) & set(opt._state_keys(opt.param_groups[0]))
+    return 2 * (steps - 1 if lazy else steps)
 
 
 @pytest.fixture
@@ -104,7 +105,7 @@ def test_fused_program_matches_reference_float64(spec, cfg, eager_kernels):
             grads = [p.grad.detach().numpy().copy() for p in params]
             opt.step()
             for i, g in enumerate(grads):
-                kwargs = reference_kwargs(ref, opt.param_groups[group_of[i]])
+                kwargs = reference_kwargs(ref, opt, group_of[i])
                 thetas[i] = ref(thetas[i], g, states[i], **kwargs)
     finally:
         torch.set_default_dtype(previous)
@@ -193,18 +194,37 @@ def test_flat_storage_keeps_the_model_intact():
     assert opt.fused_stats["fused_steps"] + opt.fused_stats["torch_fused_steps"] == 3
 
 
-def test_model_zero_grad_to_none_is_copied_in_and_counted():
+@pytest.mark.parametrize("zero_grad", ["optimizer", "model"])
+def test_gradients_made_after_zero_grad_to_none_are_routed_into_the_flat_buffer(zero_grad):
+    """After ``zero_grad()`` (torch's default, ``set_to_none=True``) every ``p.grad`` is
+    ``None``, as in torch; the next backward's gradients are routed into the flat buffer by the
+    parameters' hooks, so the step itself copies nothing."""
     torch.manual_seed(0)
     model = nn.Linear(4, 2)
     opt = optimlab.RAdam(model.parameters(), lr=1e-2, engine="fused")
     x = torch.randn(8, 4)
-    for _ in range(4):
-        model.zero_grad(set_to_none=True)
+    for step in range(4):
+        (opt if zero_grad == "optimizer" else model).zero_grad(set_to_none=True)
+        if step:
+            assert all(p.grad is None for p in model.parameters())
         model(x).pow(2).mean().backward()
+        if step:
+            bucket = opt._flat[0][0]
+            assert all(p.grad is v for p, v in zip(bucket.params, bucket.grad_views))
         opt.step()
-    assert opt.fused_stats["grad_copies"] == 2 * 3  # two params, three fused steps
+    assert opt.fused_stats["grad_copies"] == 0
     assert opt.fused_stats["fused_steps"] == 4  # the first step is fused too
-    assert opt.step_info[0]["fused"] is True and opt.step_info[0]["grad_copies"] == 2
+    assert opt.step_info[0]["fused"] is True and opt.step_info[0]["grad_copies"] == 0
+
+
+def test_a_gradient_assigned_by_hand_is_copied_in_and_counted():
+    p = torch.nn.Parameter(torch.arange(4.0))
+    opt = optimlab.Adam([p], lr=0.1, engine="fused")
+    for step in range(3):
+        p.grad = torch.full((4,), 1.0 + step)  # a new tensor, not through autograd
+        opt.step()
+    assert opt.fused_stats["grad_copies"] == 2  # the first one moved in with the buffers
+    assert opt.step_info[0]["grad_copies"] == 1
 
 
 def _moved_run(engine, move):
@@ -355,7 +375,7 @@ def test_frozen_parameters_stay_outside_and_the_rest_is_fused():
     assert ob.fused_stats["rebuilds"] == 2  # at the first step, and after unfreezing
     # step 6 is eager (the new parameters had no state yet); from step 7 the group has two
     # buckets, the unfrozen layer being six steps behind
-    assert len(ob._flat[0]) == 2 and not ob._flat[0].outside
+    assert len(ob._flat[0]) == 2 and not ob._flat[0].idle
     fused_steps = ob.fused_stats["fused_steps"] + ob.fused_stats["torch_fused_steps"]
     assert fused_steps == 6 + 2 * 5
     assert ob.state_dict()["state"].keys() == oa.state_dict()["state"].keys()
@@ -394,7 +414,7 @@ def test_a_parameter_that_stops_getting_gradients_leaves_and_frees_the_old_buffe
     for a, b in zip(ma.parameters(), mb.parameters()):
         torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
     assert ob.fused_stats["eager_steps"] == 1 and ob.fused_stats["rebuilds"] == 2
-    assert ob._flat[0].outside == [mb[0].weight, mb[0].bias]
+    assert ob._flat[0].idle == [mb[0].weight, mb[0].bias]
     gc.collect()
     assert all(ref() is None for ref in old)
 
@@ -511,33 +531,45 @@ class _Tagged(torch.Tensor):
     """A trivial tensor subclass, standing in for DTensor and other wrappers."""
 
 
-def test_tensor_subclass_parameters_stay_on_the_eager_path():
+def test_tensor_subclass_parameters_stay_on_the_eager_path(eager_kernels):
+    """A tensor subclass (DTensor stands behind this) keeps its own storage and is stepped
+    beside the buckets; the plain parameter of the same group is fused. Both as foreach."""
     results = []
     for engine in ("foreach", "fused"):
         p = torch.Tensor._make_subclass(_Tagged, torch.arange(6.0), True)
-        opt = optimlab.Adam([p], lr=0.1, engine=engine)
+        q = torch.nn.Parameter(torch.arange(4.0))
+        opt = optimlab.Adam([p, q], lr=0.1, engine=engine)
         for step in range(3):
             p.grad = torch.full((6,), 0.5 + step)
+            q.grad = torch.full((4,), 1.5 - step)
             opt.step()
         assert type(p) is _Tagged
-        results.append((p.detach().clone(), opt))
+        results.append(([p.detach().as_subclass(torch.Tensor).clone(), q.detach()], opt))
     (a, _), (b, opt) = results
-    assert not opt._flat
-    torch.testing.assert_close(b.as_subclass(torch.Tensor), a.as_subclass(torch.Tensor))
+    flat = opt._flat[0]
+    assert [bucket.params for bucket in flat] == [[q]] and flat.eager == [p]
+    assert opt.step_info[0]["fused"] is True and opt.step_info[0]["eager_params"] == 1
+    assert "tensor subclass _Tagged" in opt.step_info[0]["fallback"]
+    for x, y in zip(a, b):
+        torch.testing.assert_close(y, x)
 
 
-def test_complex_parameters_stay_on_the_eager_path():
+def test_complex_parameters_stay_on_the_eager_path(eager_kernels):
     p = torch.randn(4, dtype=torch.complex64, requires_grad=True)
-    q = p.detach().clone().requires_grad_()
-    a = optimlab.Adam([p], lr=0.1, engine="fused")
-    b = optimlab.Adam([q], lr=0.1, engine="loop")
+    r = torch.randn(3, requires_grad=True)
+    q, s = (t.detach().clone().requires_grad_() for t in (p, r))
+    a = optimlab.Adam([p, r], lr=0.1, engine="fused")
+    b = optimlab.Adam([q, s], lr=0.1, engine="loop")
     for _ in range(5):
-        g = torch.randn(4, dtype=torch.complex64)
+        g, h = torch.randn(4, dtype=torch.complex64), torch.randn(3)
         p.grad, q.grad = g.clone(), g.clone()
+        r.grad, s.grad = h.clone(), h.clone()
         a.step()
         b.step()
-    assert not a._flat
+    assert a._flat[0].eager == [p] and a.step_info[0]["fallback"] == "complex parameter"
+    assert a.fused_stats["fused_steps"] + a.fused_stats["torch_fused_steps"] == 5
     torch.testing.assert_close(p, q)
+    torch.testing.assert_close(r, s)
 
 
 def test_a_failing_compiler_falls_back_to_eager_kernels(monkeypatch):
@@ -712,8 +744,8 @@ DEVICES = [
 @pytest.mark.parametrize("device", DEVICES)
 def test_model_training_on_device_matches_foreach_and_checkpoints_to_torch(device):
     """A model trained with the fused engine under ``model.zero_grad(set_to_none=True)``: the
-    compiled kernel (RAdam has no torch fused kernel) gives foreach's weights, every arriving
-    gradient is copied in and counted, and the checkpoint loads into torch.optim.RAdam on the
+    compiled kernel (RAdam has no torch fused kernel) gives foreach's weights, every new
+    gradient is routed into the flat buffer by the hooks, and the checkpoint loads into torch.optim.RAdam on the
     same device, which then takes the same steps."""
     runs = []
     for engine in ("foreach", "fused"):
@@ -732,8 +764,8 @@ def test_model_training_on_device_matches_foreach_and_checkpoints_to_torch(devic
         assert b.device.type == device
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
     assert ob.fused_stats["fused_steps"] == 12
-    # four parameters with a new .grad at each step; the first ones moved in with the buffers
-    assert ob.fused_stats["grad_copies"] == 11 * 4
+    # the hooks routed every new gradient into the flat buffer: the steps copied nothing
+    assert ob.fused_stats["grad_copies"] == 0
     buf = io.BytesIO()
     torch.save(ob.state_dict(), buf)  # a file, as a checkpoint: no state shared with ``ob``
     buf.seek(0)

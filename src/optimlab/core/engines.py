@@ -6,7 +6,8 @@
 (see :mod:`optimlab.core.fused`). ``auto`` picks the best engine that applies.
 
 The optimizer is duck-typed here (the core never imports :mod:`optimlab.optim`): it provides
-``engine``, ``counts_steps``, ``lazy_state_keys``, ``_state_keys(group)`` and
+``counts_steps``, ``_state_keys(group)``, ``_init_state(group, p, state)``, ``state``,
+``_flat``, ``_numel_cache``, ``fused_stats`` and
 ``_update(ops, group, params, grads, state, steps, raw_states, info)``.
 """
 
@@ -48,25 +49,33 @@ def as_real(t: Tensor | None) -> Tensor | None:
 
 
 def run_step(
-    opt, group: dict, params: list[Tensor], grads: list[Tensor], states: list[dict], info: dict
+    opt,
+    group: dict,
+    params: list[Tensor],
+    grads: list[Tensor],
+    states: list[dict],
+    info: dict,
+    engine: str,
 ) -> None:
-    """Advance step counters and apply ``opt._update`` to one param group."""
-    ops = LOOP if opt.engine == "loop" else FOREACH
-    if opt.engine == "loop":
-        buckets = [list(range(len(params)))]
+    """Advance step counters and apply ``opt._update`` to ``params`` of one group, eagerly.
+
+    ``engine="loop"`` steps one tensor at a time, anything else through ``torch._foreach_*``
+    per (device, dtype). Sparse gradients always take the loop (the foreach kernels, like
+    torch's, have no sparse form).
+    """
+    if engine != "loop" and any(g.is_sparse for g in grads):
+        engine = "loop"
+    if engine == "loop":
+        ops, buckets = LOOP, [list(range(len(params)))]
     else:
-        buckets = list(group_by_device_and_dtype(params).values())
+        ops, buckets = FOREACH, list(group_by_device_and_dtype(params).values())
     keys = opt._state_keys(group)
     for idx in buckets:
         raw = [states[i] for i in idx]
         p = [as_real(params[i]) for i in idx]
         g = [as_real(grads[i]) for i in idx]
         state = {k: [as_real(s.get(k)) for s in raw] for k in keys}
-        fresh = {
-            k: [i for i, t in enumerate(state[k]) if t is None]
-            for k in opt.lazy_state_keys
-            if k in state
-        }
+        fresh = {k: [i for i, t in enumerate(state[k]) if t is None] for k in keys}
         steps = None
         if opt.counts_steps:
             counters = [s["step"] for s in raw]
@@ -95,94 +104,147 @@ def new_fused_stats() -> dict:
 
 
 class FlatGroup(list):
-    """The flat buckets of one param group, and the parameters left outside them: those that
-    had no gradient when the buckets were built (frozen layers passed to the optimizer)."""
+    """The flat buckets of one param group, and the parameters kept outside them.
 
-    def __init__(self, buckets, outside) -> None:
+    ``idle`` parameters had no gradient when the buckets were built (frozen layers passed to the
+    optimizer): they are skipped, and one that gets a gradient rebuilds the group. ``eager``
+    parameters cannot live in flat buffers (``reasons`` says why, e.g. a complex parameter or a
+    sparse gradient): they are stepped on the foreach (or loop) path beside the buckets.
+    """
+
+    def __init__(self, buckets, idle, eager, reasons) -> None:
         super().__init__(buckets)
-        self.outside: list[Tensor] = list(outside)
+        self.idle: list[Tensor] = list(idle)
+        self.eager: list[Tensor] = list(eager)
+        self.reasons: list[str] = list(reasons)
+        self.size = sum(len(b.params) for b in buckets) + len(self.idle) + len(self.eager)
 
 
-def try_fused_step(opt, index: int, group: dict, info: dict) -> bool:
-    """Run group ``index`` fused if its flat buckets exist and fit this step; else ``False``."""
-    buckets = opt._flat.get(index)
-    if buckets is None:
-        return False
+def drop_flat(opt, index: int) -> None:
+    """Forget group ``index``'s flat buckets (they are rebuilt at a later step)."""
+    flat = opt._flat.pop(index, None)
+    if flat is not None:
+        for bucket in flat:
+            fused.release_bucket(bucket)
+
+
+def release_all_flat(flat: dict) -> None:
+    """Release every bucket of an optimizer's ``_flat`` and empty it (also run when the
+    optimizer is garbage-collected, so no gradient hook outlives it)."""
+    for group_flat in flat.values():
+        for bucket in group_flat:
+            fused.release_bucket(bucket)
+    flat.clear()
+
+
+def drop_all_flat(opt) -> None:
+    release_all_flat(opt._flat)
+
+
+def try_fused_step(opt, index: int, group: dict, info: dict) -> list[Tensor] | None:
+    """Step group ``index``'s flat buckets fused, if they exist and fit this step.
+
+    Returns the group's ``eager`` parameters, which the caller steps on the eager path, or
+    ``None`` when the buckets cannot serve this step (the caller then steps the whole group
+    eagerly and the buckets are rebuilt at a later step).
+    """
+    flat = opt._flat.get(index)
+    if flat is None:
+        return None
     stats = opt.fused_stats
     copies = stats["grad_copies"]
-    outside = buckets.outside
-    if sum(len(b.params) for b in buckets) + len(outside) != len(group["params"]) or any(
-        map(operator.is_not, map(_grad_of, outside), repeat(None))
+    if flat.size != len(group["params"]) or any(
+        map(operator.is_not, map(_grad_of, flat.idle), repeat(None))
     ):
-        # a parameter was added, or one left outside has a gradient now: rebuild next step
-        del opt._flat[index]
-        return False
-    for bucket in buckets:
+        # a parameter was added, or one left idle has a gradient now: rebuild
+        drop_flat(opt, index)
+        return None
+    for bucket in flat:
         status = fused.sync_grads(bucket, stats)
         if status == fused.SYNC_MOVED:
-            del opt._flat[index]  # someone replaced a parameter's storage: rebuild
-            return False
+            drop_flat(opt, index)  # someone replaced a parameter's storage: rebuild
+            return None
         if status == fused.SYNC_NONE:
-            # This step runs eagerly on the flat views; the group is rebuilt at the next step,
-            # with parameters that still have no gradient then (frozen since) left outside.
+            # A parameter of the buckets has no gradient (or a sparse one): this step runs
+            # eagerly on the flat views, and the group is rebuilt at the next step, with
+            # parameters that still have no gradient then (frozen since) left idle.
             stats["eager_steps"] += 1
             info["fused"] = False
-            del opt._flat[index]
-            return False
+            drop_flat(opt, index)
+            return None
     keys = opt._state_keys(group)
-    for bucket in buckets:
+    for bucket in flat:
         fused.run_fused(opt, group, bucket, keys, info, stats)
     # Reported per step so StepDiagnostics (and the lab's TensorBoard logs) can show them.
-    info["fused"] = True
+    info["fused"] = bool(flat)
     info["grad_copies"] = stats["grad_copies"] - copies
-    return True
+    if flat.eager:
+        info["eager_params"] = len(flat.eager)
+        info["fallback"] = "; ".join(flat.reasons)
+    return flat.eager
 
 
-def maybe_build_buckets(opt, index: int, group: dict, *, before_step: bool = False) -> None:
-    """Move a group that wants the fused engine into flat buffers.
+BUILT, DEFERRED, NOT_FUSED = 0, 1, 2
 
-    Before a group's first step (``before_step``), its state is created right away so the first
-    step already runs fused and no state is allocated twice; this needs every parameter to have
-    a gradient and the optimizer to have no state it creates lazily from the first gradient
-    (SGD's momentum buffer is ``g`` at the first step): those groups are built after one eager
-    step instead.
+
+def maybe_build_buckets(opt, index: int, group: dict, engine: str) -> int:
+    """Move a group that wants the fused engine (``engine`` "fused" or "auto") into flat
+    buffers; return ``BUILT``, ``DEFERRED`` (try again after this step) or ``NOT_FUSED``.
+
+    State is created right away for parameters that have none, so the first step already runs
+    fused and no state is allocated twice. A group whose state is created from the first
+    gradient (SGD's momentum buffer is ``g`` at the first step) is ``DEFERRED`` until every
+    parameter has it: after one eager step, or at once after a checkpoint is loaded.
     """
     params = group["params"]
     if not params or index in opt._flat:
-        return
-    if before_step and opt.lazy_state_keys:
-        return
-    if opt.engine == "auto":
+        return NOT_FUSED
+    if engine == "auto":
         # ``auto`` asks this at every step of a small model: remember the group's size.
         cached = opt._numel_cache.get(index)
         if cached is None or cached[0] != len(params):
             cached = opt._numel_cache[index] = (len(params), sum(p.numel() for p in params))
         if resolve_engine("auto", cached[1], params[0].device) != "fused":
-            return
-    # Parameters without a gradient now (frozen ones, typically) stay outside the buckets and
-    # are skipped, as every engine skips them; if one gets a gradient later, the group is
-    # rebuilt around it.
-    outside = [p for p in params if p.grad is None]
-    if len(outside) == len(params):
-        return
-    if outside:
-        params = [p for p in params if p.grad is not None]
-        for p in outside:
-            _release_flat_views(p, opt.state.get(p, {}))
-    if before_step:
-        for p in params:
-            state = opt.state[p]
-            if len(state) == 0:
-                opt._init_state(group, p, state)
-    states = [opt.state.get(p, {}) for p in params]
+            return NOT_FUSED
+    if len(set(params)) != len(params):
+        return NOT_FUSED  # a parameter listed twice (torch warns) is stepped twice, eagerly
+    # Parameters without a gradient now (frozen ones, typically) stay idle and are skipped, as
+    # every engine skips them; if one gets a gradient later, the group is rebuilt around it.
+    idle = [p for p in params if p.grad is None]
+    if len(idle) == len(params):
+        return NOT_FUSED
+    live = [p for p in params if p.grad is not None]
     keys = opt._state_keys(group)
-    if not fused.fusable(params, states, keys):
-        return
+    states = []
+    for p in live:
+        state = opt.state[p]
+        if len(state) == 0:
+            opt._init_state(group, p, state)
+        if any(key not in state for key in keys):
+            return DEFERRED  # created from the first gradient, by an eager step
+        states.append(state)
+    fusable, eager, reasons = [], [], []
+    for p, state in zip(live, states):
+        reason = fused.unfusable_reason(p, state, keys)
+        if reason is None:
+            fusable.append((p, state))
+        else:
+            eager.append(p)
+            if reason not in reasons:
+                reasons.append(reason)
+    for p in idle + eager:
+        _release_flat_views(p, opt.state.get(p, {}))
     buckets = []
-    for idx in _uniform_buckets(params, states, keys):
-        buckets.append(fused.build_bucket([params[i] for i in idx], [states[i] for i in idx], keys))
-    opt._flat[index] = FlatGroup(buckets, outside)
+    if fusable:
+        fparams = [p for p, _ in fusable]
+        fstates = [s for _, s in fusable]
+        for idx in _uniform_buckets(fparams, fstates, keys):
+            buckets.append(
+                fused.build_bucket([fparams[i] for i in idx], [fstates[i] for i in idx], keys)
+            )
+    opt._flat[index] = FlatGroup(buckets, idle, eager, reasons)
     opt.fused_stats["rebuilds"] += 1
+    return BUILT
 
 
 def _owns_storage(t: Tensor) -> bool:
@@ -190,13 +252,16 @@ def _owns_storage(t: Tensor) -> bool:
 
 
 def _release_flat_views(p: Tensor, state: dict) -> None:
-    """Give a parameter that leaves the flat buffers (it lost its gradient) storage of its own,
-    for its data and state: a view would keep a whole old flat buffer alive."""
+    """Give a parameter that leaves the flat buffers (it lost its gradient, or can no longer
+    be fused) storage of its own, for its data and state: a view would keep a whole old flat
+    buffer alive."""
+    if type(p) not in fused.PLAIN_TYPES or p.is_sparse:
+        return
     with torch.no_grad():
         if not _owns_storage(p):
             p.data = p.data.clone()
         for key, value in state.items():
-            if torch.is_tensor(value) and not _owns_storage(value):
+            if torch.is_tensor(value) and not value.is_sparse and not _owns_storage(value):
                 state[key] = value.clone()
 
 

@@ -21,12 +21,19 @@ step causes no recompilation (the same trick as passing scalars as 0-d tensors).
 compiled once per (program, device, dtype) with ``torch.compile``: C++/OpenMP on CPU, Triton on
 CUDA. Inductor fuses it into one loop that reads p, g and the state once and writes them once.
 
-A group falls back to the ``foreach`` path, on the same flat views and counted in
-``fused_stats["eager_steps"]``, for a step in which it cannot be fused: a parameter without a
-gradient, a complex or sparse parameter, or state that does not exist yet (SGD's momentum at the
-first step). Buckets are also split by per-parameter step count (see
-:mod:`optimlab.core.engines`), so parameters that skipped a step, or were unfrozen later, are
-fused in a bucket of their own after one rebuild.
+**Gradients keep torch's meaning.** ``opt.zero_grad()`` sets every ``p.grad`` to ``None``, as
+torch does; a post-accumulate-grad hook on each parameter copies the gradient autograd then
+makes into the parameter's slot of the flat gradient buffer and points ``p.grad`` at that view
+(see :func:`attach_grad_hooks`). A parameter that gets no gradient keeps ``p.grad is None`` and
+is skipped, exactly as torch.optim skips it.
+
+A parameter that cannot be fused (complex, sparse gradient, a tensor subclass, state of another
+shape) is stepped on the ``foreach`` path beside the buckets. A group falls back to that path
+as a whole, counted in ``fused_stats["eager_steps"]``, for a step in which a parameter of its
+buckets has no gradient, or when its state does not exist yet (SGD's momentum at the first
+step). Buckets are also split by per-parameter step count (see :mod:`optimlab.core.engines`),
+so parameters that skipped a step, or were unfrozen later, are fused in a bucket of their own
+after one rebuild.
 """
 
 from __future__ import annotations
@@ -350,6 +357,8 @@ class FlatBucket:
     grad_cursor: int = 0
     #: the program's scalars, refilled at every step (CPU; see :func:`pack_scalars`)
     scalar_buffer: Tensor | None = None
+    #: handles of the post-accumulate-grad hooks that route gradients into ``grad_views``
+    hooks: list = field(default_factory=list)
 
 
 def _move_into_flat(n: int, like: Tensor, offsets: list[int], numels: list[int], get, put):
@@ -411,7 +420,7 @@ def build_bucket(params: list[Tensor], states: list[dict], keys: tuple[str, ...]
             for i, s in enumerate(states):
                 s[key] = vec[i]
             scalars[key] = vec
-    return FlatBucket(
+    bucket = FlatBucket(
         params=list(params),
         flat_param=flat_param,
         flat_grad=flat_grad,
@@ -422,6 +431,8 @@ def build_bucket(params: list[Tensor], states: list[dict], keys: tuple[str, ...]
         ptrs=[p.data_ptr() for p in params],
         storage=flat_param.untyped_storage()._cdata,
     )
+    attach_grad_hooks(bucket)
+    return bucket
 
 
 #: parameter types whose ``.data`` can be re-pointed to a view of a plain flat buffer; tensor
@@ -429,17 +440,25 @@ def build_bucket(params: list[Tensor], states: list[dict], keys: tuple[str, ...]
 PLAIN_TYPES = (Tensor, torch.nn.Parameter)
 
 
-def fusable(params: list[Tensor], states: list[dict], keys: tuple[str, ...]) -> bool:
-    """Whether a bucket can be built: plain real dense tensors with all their state present."""
-    for p, s in zip(params, states):
-        if type(p) not in PLAIN_TYPES or p.is_complex() or p.is_sparse:
-            return False
-        if not p.dtype.is_floating_point:
-            return False
-        for key in keys:
-            if not torch.is_tensor(s.get(key)):
-                return False
-    return True
+def unfusable_reason(p: Tensor, state: dict, keys: tuple[str, ...]) -> str | None:
+    """Why ``p`` cannot live in flat buffers (``None`` if it can): it must be a plain real dense
+    floating-point leaf whose gradient is dense and whose state ``keys`` all exist with its own
+    shape and dtype."""
+    if type(p) not in PLAIN_TYPES:
+        return f"tensor subclass {type(p).__name__}"
+    if p.is_complex():
+        return "complex parameter"
+    if p.is_sparse or not p.dtype.is_floating_point:
+        return "sparse or non-floating-point parameter"
+    if p.grad is not None and p.grad.is_sparse:
+        return "sparse gradient"
+    for key in keys:
+        value = state.get(key)
+        if not torch.is_tensor(value):
+            return f"state {key!r} not created yet"
+        if value.shape != p.shape or value.dtype != p.dtype or value.device != p.device:
+            return f"state {key!r} of another shape, dtype or device"
+    return None
 
 
 SYNC_OK, SYNC_NONE, SYNC_MOVED = 0, 1, 2
@@ -546,14 +565,68 @@ def sync_grads(bucket: FlatBucket, stats: dict) -> int:
     return SYNC_OK
 
 
-def restore_grad_views(bucket: FlatBucket) -> None:
-    """Zero the flat gradient buffer and point every ``p.grad`` at its view again."""
-    bucket.flat_grad.zero_()
-    if grads_in_place(bucket):
-        return
+def attach_grad_hooks(bucket: FlatBucket) -> None:
+    """Route every gradient autograd makes for a bucket parameter into its flat view.
+
+    After ``opt.zero_grad()`` a parameter's ``.grad`` is ``None``, as in torch; the next
+    backward makes a new gradient tensor, and this parameter's post-accumulate-grad hook copies
+    it into the parameter's slot of the flat gradient buffer and points ``p.grad`` at that view.
+    Later backward passes (gradient accumulation) then add into the view in place. The copy
+    happens while the new gradient is still in cache, and costs 8 bytes per fp32 element, less
+    than keeping zeroed views for autograd to add into (a zeroing pass, then a read and a write).
+    A parameter that gets no gradient keeps ``p.grad is None``. A gradient made with
+    ``create_graph=True`` (it has a graph of its own), a sparse one, or one of another dtype is
+    left where autograd put it; :func:`sync_grads` sees it at the step.
+
+    The hooks hold the bucket's views, not the optimizer, so they never keep an optimizer
+    alive; they are removed when the bucket is released (:func:`release_bucket`).
+    """
     for p, view in zip(bucket.params, bucket.grad_views):
-        if p.grad is not view:
-            p.grad = view
+
+        def route(param: Tensor, view: Tensor = view) -> None:
+            grad = param.grad
+            if grad is view or grad is None:
+                return  # accumulated in place, or nothing arrived
+            if grad.is_sparse or grad.dtype != view.dtype or torch.is_grad_enabled():
+                return  # left for sync_grads (create_graph=True backward: grad mode is on)
+            view.copy_(grad)
+            param.grad = view
+
+        bucket.hooks.append(p.register_post_accumulate_grad_hook(route))
+
+
+def release_bucket(bucket: FlatBucket) -> None:
+    """Remove the bucket's gradient hooks (the bucket is being dropped or rebuilt)."""
+    for handle in bucket.hooks:
+        handle.remove()
+    bucket.hooks.clear()
+
+
+def zero_grad_(params: list[Tensor], set_to_none: bool) -> None:
+    """torch's ``zero_grad`` for ``params``: ``.grad`` becomes ``None``, or existing gradients
+    are zeroed in place (``None`` stays ``None``)."""
+    for p in params:
+        g = p.grad
+        if g is None:
+            continue
+        if set_to_none:
+            p.grad = None
+            continue
+        if g.grad_fn is not None:
+            g.detach_()
+        else:
+            g.requires_grad_(False)
+        g.zero_()
+
+
+def zero_bucket_grads(bucket: FlatBucket, set_to_none: bool) -> None:
+    """:func:`zero_grad_` for a bucket. With ``set_to_none`` the views stay with the bucket and
+    its hooks route the next gradients back into them; otherwise, when every gradient is its
+    view, one pass zeroes the flat buffer."""
+    if not set_to_none and grads_in_place(bucket):
+        bucket.flat_grad.zero_()
+        return
+    zero_grad_(bucket.params, set_to_none)
 
 
 def pack_scalars(bucket: FlatBucket, values: list[float], dtype: torch.dtype) -> Tensor:

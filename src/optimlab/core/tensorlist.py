@@ -120,7 +120,10 @@ class LoopOps:
 
     def maximum_(self, xs: TensorList, ys: TensorList) -> None:
         for x, y in zip(xs, ys):
-            torch.maximum(x, y, out=x)
+            if torch.is_grad_enabled():  # differentiable=True: autograd cannot record out=
+                x.copy_(torch.maximum(x, y))
+            else:
+                torch.maximum(x, y, out=x)
 
     def reciprocal(self, xs: TensorList) -> TensorList:
         return [torch.reciprocal(x) for x in xs]

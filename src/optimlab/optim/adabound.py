@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+from torch import Tensor
+
 from optimlab.core.transforms import (
     bias_correction,
     ema_,
@@ -38,7 +40,7 @@ class AdaBound(Optimizer):
     def __init__(
         self,
         params,
-        lr: float = 1e-3,
+        lr: float | Tensor = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         final_lr: float = 0.1,
         gamma: float = 1e-3,
@@ -46,7 +48,10 @@ class AdaBound(Optimizer):
         weight_decay: float = 0.0,
         amsbound: bool = False,
         *,
+        foreach: bool | None = None,
         maximize: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
         weight_decay_mode: str = "l2",
         bounds_follow_lr: bool = True,
         engine: str = "auto",
@@ -59,7 +64,10 @@ class AdaBound(Optimizer):
             eps=eps,
             weight_decay=weight_decay,
             amsbound=amsbound,
+            foreach=foreach,
             maximize=maximize,
+            differentiable=differentiable,
+            fused=fused,
             weight_decay_mode=weight_decay_mode,
             bounds_follow_lr=bounds_follow_lr,
         )
@@ -92,7 +100,7 @@ class AdaBound(Optimizer):
         bc2 = bias_correction(beta2, steps)
         final = group["final_lr"]
         if group["bounds_follow_lr"]:
-            final = final * schedule_multiplier(lr, group["initial_lr"])
+            final = final * schedule_multiplier(lr, group["base_lr"])
         lower = [final * (1.0 - 1.0 / (gamma * t + 1.0)) for t in steps]
         upper = [final * (1.0 + 1.0 / (gamma * t)) for t in steps]
         eta = ops.sqrt(v)
@@ -112,32 +120,4 @@ class AMSBound(AdaBound):
     maximum ``v_max ← max(v_max, v)`` in the denominator. Same as ``AdaBound(amsbound=True)``.
     """
 
-    def __init__(
-        self,
-        params,
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        final_lr: float = 0.1,
-        gamma: float = 1e-3,
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
-        *,
-        maximize: bool = False,
-        weight_decay_mode: str = "l2",
-        bounds_follow_lr: bool = True,
-        engine: str = "auto",
-    ) -> None:
-        super().__init__(
-            params,
-            lr,
-            betas,
-            final_lr,
-            gamma,
-            eps,
-            weight_decay,
-            True,
-            maximize=maximize,
-            weight_decay_mode=weight_decay_mode,
-            bounds_follow_lr=bounds_follow_lr,
-            engine=engine,
-        )
+    variant_fixed = {"amsbound": True}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from torch import Tensor
+
 from optimlab.core.transforms import ema_sq_, rms_denominator
 from optimlab.optim import validation as check
 from optimlab.optim.base import Optimizer
@@ -24,12 +26,16 @@ class Adadelta(Optimizer):
     def __init__(
         self,
         params,
-        lr: float = 1.0,
+        lr: float | Tensor = 1.0,
         rho: float = 0.9,
         eps: float = 1e-6,
         weight_decay: float = 0.0,
+        foreach: bool | None = None,
         *,
+        capturable: bool = False,
         maximize: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
         weight_decay_mode: str = "l2",
         engine: str = "auto",
     ) -> None:
@@ -38,7 +44,11 @@ class Adadelta(Optimizer):
             rho=rho,
             eps=eps,
             weight_decay=weight_decay,
+            foreach=foreach,
+            capturable=capturable,
             maximize=maximize,
+            differentiable=differentiable,
+            fused=fused,
             weight_decay_mode=weight_decay_mode,
         )
         super().__init__(params, defaults, engine=engine)

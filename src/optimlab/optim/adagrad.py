@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from optimlab.core import torch_fused
 from optimlab.core.transforms import accumulate_sq_, negate
@@ -26,13 +27,16 @@ class Adagrad(Optimizer):
     def __init__(
         self,
         params,
-        lr: float = 1e-2,
+        lr: float | Tensor = 1e-2,
         lr_decay: float = 0.0,
         weight_decay: float = 0.0,
         initial_accumulator_value: float = 0.0,
         eps: float = 1e-10,
+        foreach: bool | None = None,
         *,
         maximize: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
         weight_decay_mode: str = "l2",
         engine: str = "auto",
     ) -> None:
@@ -42,7 +46,10 @@ class Adagrad(Optimizer):
             weight_decay=weight_decay,
             initial_accumulator_value=initial_accumulator_value,
             eps=eps,
+            foreach=foreach,
             maximize=maximize,
+            differentiable=differentiable,
+            fused=fused,
             weight_decay_mode=weight_decay_mode,
         )
         super().__init__(params, defaults, engine=engine)

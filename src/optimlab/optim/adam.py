@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from torch import Tensor
+
 from optimlab.core import torch_fused
 from optimlab.core.transforms import (
     bias_correction,
@@ -11,7 +13,7 @@ from optimlab.core.transforms import (
     rms_denominator,
 )
 from optimlab.optim import validation as check
-from optimlab.optim.base import Optimizer
+from optimlab.optim.base import Optimizer, resolve_decoupled
 
 AMSGRAD_FORMS = ("raw", "corrected")
 
@@ -41,13 +43,18 @@ class Adam(Optimizer):
     def __init__(
         self,
         params,
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float | Tensor, float | Tensor] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0.0,
         amsgrad: bool = False,
         *,
+        foreach: bool | None = None,
         maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        decoupled_weight_decay: bool = False,
         weight_decay_mode: str = "l2",
         eps_inside_sqrt: bool = False,
         amsgrad_form: str = "raw",
@@ -60,7 +67,11 @@ class Adam(Optimizer):
             weight_decay=weight_decay,
             amsgrad=amsgrad,
             maximize=maximize,
-            weight_decay_mode=weight_decay_mode,
+            foreach=foreach,
+            capturable=capturable,
+            differentiable=differentiable,
+            fused=fused,
+            weight_decay_mode=resolve_decoupled(weight_decay_mode, decoupled_weight_decay),
             eps_inside_sqrt=eps_inside_sqrt,
             amsgrad_form=amsgrad_form,
         )
@@ -68,6 +79,7 @@ class Adam(Optimizer):
 
     def _validate_group(self, group: dict) -> None:
         check.check_eps(group["eps"])
+        group["betas"] = check.check_tensor_lr_and_betas(group)
         check.check_betas(group["betas"])
         check.check_bool("amsgrad", group["amsgrad"])
         check.check_bool("eps_inside_sqrt", group["eps_inside_sqrt"])
@@ -133,36 +145,11 @@ class AdamW(Adam):
         θ ← θ − lr · m̂ / (√v̂ + ε)   (the Adam step, see :class:`Adam`)
 
     Adding ``λθ`` into the gradient or into ``m`` instead is L2-regularised Adam, not AdamW.
+    Same constructor as :class:`Adam`, with ``weight_decay=1e-2`` and
+    ``weight_decay_mode="decoupled"`` as defaults.
     """
 
-    def __init__(
-        self,
-        params,
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 1e-2,
-        amsgrad: bool = False,
-        *,
-        maximize: bool = False,
-        weight_decay_mode: str = "decoupled",
-        eps_inside_sqrt: bool = False,
-        amsgrad_form: str = "raw",
-        engine: str = "auto",
-    ) -> None:
-        super().__init__(
-            params,
-            lr,
-            betas,
-            eps,
-            weight_decay,
-            amsgrad,
-            maximize=maximize,
-            weight_decay_mode=weight_decay_mode,
-            eps_inside_sqrt=eps_inside_sqrt,
-            amsgrad_form=amsgrad_form,
-            engine=engine,
-        )
+    variant_defaults = {"weight_decay": 1e-2, "weight_decay_mode": "decoupled"}
 
 
 class AMSGrad(Adam):
@@ -171,30 +158,4 @@ class AMSGrad(Adam):
     ``Adam(..., amsgrad=True)``; see :class:`Adam` for ``amsgrad_form``.
     """
 
-    def __init__(
-        self,
-        params,
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
-        *,
-        maximize: bool = False,
-        weight_decay_mode: str = "l2",
-        eps_inside_sqrt: bool = False,
-        amsgrad_form: str = "raw",
-        engine: str = "auto",
-    ) -> None:
-        super().__init__(
-            params,
-            lr,
-            betas,
-            eps,
-            weight_decay,
-            True,
-            maximize=maximize,
-            weight_decay_mode=weight_decay_mode,
-            eps_inside_sqrt=eps_inside_sqrt,
-            amsgrad_form=amsgrad_form,
-            engine=engine,
-        )
+    variant_fixed = {"amsgrad": True}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from torch import Tensor
+
 from optimlab.core.transforms import ema_, negate
 from optimlab.optim import validation as check
 from optimlab.optim.base import Optimizer
@@ -24,12 +26,16 @@ class Adamax(Optimizer):
     def __init__(
         self,
         params,
-        lr: float = 2e-3,
+        lr: float | Tensor = 2e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0.0,
+        foreach: bool | None = None,
         *,
         maximize: bool = False,
+        differentiable: bool = False,
+        capturable: bool = False,
+        fused: bool | None = None,
         weight_decay_mode: str = "l2",
         engine: str = "auto",
     ) -> None:
@@ -38,7 +44,11 @@ class Adamax(Optimizer):
             betas=betas,
             eps=eps,
             weight_decay=weight_decay,
+            foreach=foreach,
             maximize=maximize,
+            differentiable=differentiable,
+            capturable=capturable,
+            fused=fused,
             weight_decay_mode=weight_decay_mode,
         )
         super().__init__(params, defaults, engine=engine)

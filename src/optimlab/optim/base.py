@@ -7,15 +7,19 @@ A subclass supplies three things and nothing else:
 * ``_update(ops, group, params, grads, state, steps, info)``: the algorithm, written once with
   the transforms of :mod:`optimlab.core.transforms`, for whichever engine's ``ops``.
 
-This class does the rest the same way for all of them: reading hyperparameters from the param
-group at every step (so ``torch.optim.lr_scheduler`` works unchanged), skipping parameters
-whose ``.grad`` is ``None``, rejecting sparse gradients, viewing complex tensors as pairs of
-reals (as torch.optim does), counting steps per parameter, picking the engine, and keeping
-``state_dict`` compatible with torch.optim.
+This class does the rest the same way for all of them, with torch.optim's semantics: reading
+hyperparameters from the param group at every step (so ``torch.optim.lr_scheduler`` works
+unchanged; tensor hyperparameters are read as numbers), skipping parameters whose ``.grad`` is
+``None``, sparse gradients where the algorithm has a sparse form, complex tensors as pairs of
+reals, step counts per parameter, torch's ``foreach``/``fused``/``differentiable`` switches
+mapped onto engines (per group, as torch reads them), and ``state_dict`` compatible with
+torch.optim in both directions.
 """
 
 from __future__ import annotations
 
+import inspect
+import weakref
 from typing import Any
 
 import torch
@@ -23,20 +27,90 @@ from torch import Tensor
 
 from optimlab.core import fused
 from optimlab.core.engines import (
+    DEFERRED,
     ENGINES,
+    drop_all_flat,
     maybe_build_buckets,
     new_fused_stats,
+    release_all_flat,
     run_step,
     try_fused_step,
 )
 from optimlab.core.transforms import WEIGHT_DECAY_MODES, direction, weight_decay
 from optimlab.optim import validation as check
 
+#: torch.optim's switches for how a step is executed; each maps onto an engine
+#: (``foreach=True`` → foreach, ``foreach=False`` → loop, ``fused=True`` → fused,
+#: ``differentiable=True`` → loop with autograd recording). They are kept per group, like
+#: torch, and a loaded checkpoint does not change the running optimizer's choice.
+EXECUTION_FLAGS = ("foreach", "fused", "capturable", "differentiable")
+
 
 def scalar_step_tensor(value: float = 0.0) -> Tensor:
     """A step counter with torch.optim's dtype, so checkpoints load both ways."""
     dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
     return torch.tensor(value, dtype=dtype)
+
+
+def _engine_flags(engine: str, defaults: dict) -> str:
+    """Check ``engine`` against torch's ``foreach``/``fused``/``differentiable`` in
+    ``defaults`` (torch's errors where torch has them), write the flags the engine implies into
+    ``defaults``, and return the optimizer's engine."""
+    check.check_choice("engine", engine, ENGINES)
+    _check_flag_conflicts(defaults)
+    asked = _flags_engine(defaults)
+    if asked != "auto" and engine != "auto" and asked != engine:
+        flags = ", ".join(f"{k}={defaults[k]}" for k in ("foreach", "fused") if defaults.get(k))
+        flags = flags or "foreach=False"
+        raise ValueError(f"engine={engine!r} contradicts {flags}; give one or the other")
+    if engine == "fused":
+        defaults["fused"] = True
+    elif engine == "foreach":
+        defaults["foreach"] = True
+    elif engine == "loop":
+        defaults["foreach"] = False
+    return asked if asked != "auto" else engine
+
+
+def _check_flag_conflicts(group: dict) -> None:
+    if group.get("fused") and group.get("differentiable"):
+        raise RuntimeError("`fused` does not support `differentiable`")
+    if group.get("fused") and group.get("foreach"):
+        raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+
+
+def _flags_engine(group: dict) -> str:
+    """The engine a group's torch switches ask for (``"auto"`` when they leave it open)."""
+    if group.get("differentiable"):
+        return "loop"
+    if group.get("fused"):
+        return "fused"
+    foreach = group.get("foreach")
+    if foreach:
+        return "foreach"
+    if foreach is False:
+        return "loop"
+    if group.get("fused") is False:
+        return "foreach"  # fused=False: torch's default path, never fused
+    return "auto"
+
+
+def _as_number(value):
+    """A 1-element tensor hyperparameter (lr, a beta) as a Python number; tuples elementwise."""
+    if isinstance(value, Tensor):
+        return value.item()
+    if isinstance(value, tuple) and any(isinstance(v, Tensor) for v in value):
+        return tuple(v.item() if isinstance(v, Tensor) else v for v in value)
+    return value
+
+
+def _capturable_devices() -> list[str]:
+    try:
+        from torch.optim.optimizer import _get_capturable_supported_devices
+
+        return _get_capturable_supported_devices()
+    except ImportError:  # pragma: no cover - depends on torch's internals
+        return ["cuda"]
 
 
 class Optimizer(torch.optim.Optimizer):
@@ -51,36 +125,77 @@ class Optimizer(torch.optim.Optimizer):
     counts_steps = True
     #: state keys that ``_update`` creates itself on first use (SGD's momentum buffer)
     lazy_state_keys: tuple[str, ...] = ()
+    #: whether the algorithm has a sparse form (torch: SGD and Adagrad)
+    supports_sparse = False
+    #: what torch adds to its "does not support sparse gradients" message
+    sparse_hint = ""
+
+    #: a variant of its parent class that only changes defaults (AdamW of Adam) declares them
+    #: here instead of repeating the constructor; see :meth:`__init_subclass__`
+    variant_defaults: dict[str, Any] = {}
+    #: arguments a variant fixes (AMSGrad fixes ``amsgrad=True``): gone from its signature
+    variant_fixed: dict[str, Any] = {}
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        """A class that declares ``variant_defaults`` or ``variant_fixed`` gets its parent's
+        constructor with those defaults changed (or arguments fixed), with a real signature
+        for ``inspect.signature`` and ``help``."""
+        super().__init_subclass__(**kwargs)
+        new_defaults = cls.__dict__.get("variant_defaults", {})
+        fixed = cls.__dict__.get("variant_fixed", {})
+        if not new_defaults and not fixed:
+            return
+        parent_init = cls.__mro__[1].__init__
+        signature = inspect.signature(parent_init)
+        parameters = [
+            p.replace(default=new_defaults.get(p.name, p.default))
+            for p in signature.parameters.values()
+            if p.name not in fixed
+        ]
+        unknown = (set(new_defaults) | set(fixed)) - set(signature.parameters)
+        if unknown:
+            raise TypeError(f"{cls.__name__}: no such constructor arguments {sorted(unknown)}")
+        variant_signature = signature.replace(parameters=parameters)
+
+        def __init__(self, *args, **kwargs) -> None:
+            bound = variant_signature.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            arguments = {**bound.arguments, **fixed}
+            parent_init(arguments.pop("self"), **arguments)
+
+        __init__.__signature__ = variant_signature  # type: ignore[attr-defined]
+        __init__.__qualname__ = f"{cls.__qualname__}.__init__"
+        cls.__init__ = __init__  # type: ignore[method-assign]
 
     def __init__(self, params, defaults: dict[str, Any], *, engine: str = "auto") -> None:
-        check.check_choice("engine", engine, ENGINES)
         if isinstance(params, (set, frozenset)):
             raise TypeError(
                 "optimizer parameters need to be organized in ordered collections, but the "
                 "ordering of tensors in sets changes between runs; please use a list instead"
             )
-        self.engine = engine
+        defaults = dict(defaults)
+        self.engine = _engine_flags(engine, defaults)
         self.step_info: list[dict[str, Any]] = []
         self._flat: dict[int, list] = {}  # fused engine: group index -> flat buckets
         self._numel_cache: dict[int, tuple[int, int]] = {}
+        self._base_lrs: list[float] = []
         self.fused_stats = new_fused_stats()
+        # The flat buckets' gradient hooks live on the parameters; they go with the optimizer.
+        weakref.finalize(self, release_all_flat, self._flat)
         super().__init__(params, defaults)
 
     # -- param groups ------------------------------------------------------------------------
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        params = param_group.get("params") if isinstance(param_group, dict) else None
-        if params is not None and not isinstance(params, (Tensor, set)):
-            params = param_group["params"] = list(params)
-            # torch only warns about this; a parameter stepped twice per step is always a bug.
-            if len(params) != len(set(params)):
-                raise ValueError("some parameters appear more than once in a parameter group")
         super().add_param_group(param_group)
         group = self.param_groups[-1]
-        self._validate_common(group)
-        self._validate_group(group)
-        # The AdamW paper's schedule multiplier η = lr / initial_lr needs the base lr; torch's
-        # schedulers use the same key and keep an existing value.
-        group.setdefault("initial_lr", group["lr"])
+        try:
+            _check_flag_conflicts(group)
+            self._validate_common(group)
+            self._validate_group(group)
+        except Exception:
+            self.param_groups.pop()
+            raise
+        self._base_lrs.append(float(_as_number(group["lr"])))
 
     def _validate_common(self, group: dict) -> None:
         check.check_lr(group["lr"])
@@ -90,6 +205,29 @@ class Optimizer(torch.optim.Optimizer):
 
     def _validate_group(self, group: dict) -> None:
         raise NotImplementedError
+
+    def base_lr(self, index: int) -> float:
+        """Group ``index``'s lr before any schedule, the ``initial_lr`` of the AdamW paper's
+        schedule multiplier ``η = lr / initial_lr``.
+
+        As torch's schedulers define it: the ``initial_lr`` a scheduler records in the group
+        when it is attached (the group's lr at that moment). Without a scheduler, the lr the
+        group was created with. Construction writes nothing into the group, so schedulers
+        attached later start from the group's current lr, as with torch.optim.
+        """
+        group = self.param_groups[index]
+        if "initial_lr" in group:
+            return float(_as_number(group["initial_lr"]))
+        if index < len(self._base_lrs):
+            return self._base_lrs[index]
+        return float(_as_number(group["lr"]))
+
+    def _hyperparameters(self, index: int, group: dict) -> dict:
+        """This step's view of a group: tensor hyperparameters as numbers, plus ``base_lr``."""
+        hp = {k: _as_number(v) for k, v in group.items() if k != "params"}
+        hp["params"] = group["params"]
+        hp["base_lr"] = self.base_lr(index)
+        return hp
 
     # -- state -------------------------------------------------------------------------------
     def _init_state(self, group: dict, p: Tensor, state: dict) -> None:
@@ -101,11 +239,17 @@ class Optimizer(torch.optim.Optimizer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        self.__dict__.setdefault("engine", "auto")
-        self.__dict__.setdefault("step_info", [])
-        self.__dict__["_flat"] = {}
-        self.__dict__["_numel_cache"] = {}
-        self.__dict__.setdefault("fused_stats", new_fused_stats())
+        d = self.__dict__
+        d.setdefault("engine", "auto")
+        d.setdefault("step_info", [])
+        if "_flat" in d:
+            drop_all_flat(self)  # a loaded state arrives as separate tensors
+        else:
+            d["_flat"] = {}
+            weakref.finalize(self, release_all_flat, self._flat)
+        d["_numel_cache"] = {}
+        d.setdefault("_base_lrs", [])
+        d.setdefault("fused_stats", new_fused_stats())
         for group in self.param_groups:
             # A torch.optim checkpoint lacks optimlab's options: take the constructor's values,
             # but honour torch's own switch for decoupled decay when it is there.
@@ -115,14 +259,12 @@ class Optimizer(torch.optim.Optimizer):
                 )
             for key, value in self.defaults.items():
                 group.setdefault(key, value)
-            group.setdefault("initial_lr", group["lr"])
             for p in group["params"]:
                 p_state = self.state.get(p)
                 if p_state and "step" in p_state and not torch.is_tensor(p_state["step"]):
                     p_state["step"] = scalar_step_tensor(float(p_state["step"]))
 
     # -- the step ----------------------------------------------------------------------------
-    @torch.no_grad()
     def step(self, closure=None):
         """One optimization step; ``closure`` re-evaluates the model and returns the loss."""
         loss = None
@@ -130,79 +272,124 @@ class Optimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         self.step_info = []
-        fusing = self.engine in ("fused", "auto")
-        for index, group in enumerate(self.param_groups):
-            info: dict[str, Any] = {}
-            if fusing:
-                if index not in self._flat:
-                    maybe_build_buckets(self, index, group, before_step=True)
-                if try_fused_step(self, index, group, info):
-                    self.step_info.append(info)
-                    continue
-            # A switch turned on mid-run (amsgrad, centered, momentum) starts its buffer at
-            # zero, as it would have at the first step; lazy state is created by _update.
-            eager_keys = [k for k in self._state_keys(group) if k not in self.lazy_state_keys]
-            params: list[Tensor] = []
-            grads: list[Tensor] = []
-            states: list[dict] = []
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError(
-                        f"{type(self).__name__} does not support sparse gradients; "
-                        "use a dense gradient (e.g. nn.Embedding(sparse=False))"
-                    )
-                state = self.state[p]
-                if len(state) == 0:
-                    self._init_state(group, p, state)
-                for key in eager_keys:
-                    if key not in state:
-                        state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                params.append(p)
-                grads.append(p.grad)
-                states.append(state)
-            if params:
-                run_step(self, group, params, grads, states, info)
-                if fusing and self.lazy_state_keys and index not in self._flat:
-                    # Only state created from the first gradient (SGD's momentum) waits for
-                    # an eager step; everything else was tried before the step.
-                    maybe_build_buckets(self, index, group)
-            self.step_info.append(info)
+        # torch.optim's rule: autograd records the step only when differentiable=True.
+        with torch.set_grad_enabled(bool(self.defaults.get("differentiable", False))):
+            for index, group in enumerate(self.param_groups):
+                info: dict[str, Any] = {}
+                self._step_group(index, group, info)
+                self.step_info.append(info)
         return loss
 
-    # -- the fused engine's flat storage ----------------------------------------------------
+    def _step_group(self, index: int, group: dict, info: dict) -> None:
+        engine = _flags_engine(group)
+        if group.get("differentiable") and group.get("foreach"):
+            raise AssertionError("_foreach ops don't support autograd")  # torch's words
+        if group.get("capturable"):
+            self._check_capturable(group)
+        hp = self._hyperparameters(index, group)
+        params = group["params"]
+        eager = "loop" if engine == "loop" else "foreach"
+        status = None
+        if engine in ("fused", "auto"):
+            if index not in self._flat:
+                status = maybe_build_buckets(self, index, group, engine)
+            rest = try_fused_step(self, index, hp, info)
+            if rest is not None:
+                if not rest:
+                    return
+                params = rest  # parameters that cannot be fused, beside the buckets
+        info.setdefault("engine", "fused" if info.get("fused") else eager)
+        self._eager_step(hp, params, info, eager)
+        if status == DEFERRED and index not in self._flat:
+            # state created from the first gradient (SGD's momentum) exists now
+            maybe_build_buckets(self, index, group, engine)
+
+    def _eager_step(self, group: dict, candidates: list[Tensor], info: dict, engine: str):
+        # A switch turned on mid-run (amsgrad, centered, momentum) starts its buffer at zero, as
+        # it would have at the first step; lazy state is created by _update.
+        eager_keys = [k for k in self._state_keys(group) if k not in self.lazy_state_keys]
+        params: list[Tensor] = []
+        grads: list[Tensor] = []
+        states: list[dict] = []
+        for p in candidates:
+            grad = p.grad
+            if grad is None:
+                continue
+            if grad.is_sparse and not self.supports_sparse:
+                raise RuntimeError(
+                    f"{type(self).__name__} does not support sparse gradients{self.sparse_hint}"
+                )
+            state = self.state[p]
+            if len(state) == 0:
+                self._init_state(group, p, state)
+            for key in eager_keys:
+                if key not in state:
+                    state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            params.append(p)
+            grads.append(grad)
+            states.append(state)
+        if params:
+            run_step(self, group, params, grads, states, info, engine)
+
+    def _check_capturable(self, group: dict) -> None:
+        """``capturable=True`` promises a step without host synchronisation, for CUDA graphs:
+        torch refuses it off its capturable devices, with this message, and so do we. On those
+        devices optimlab's engines do not keep that promise yet, so they refuse it too."""
+        devices = _capturable_devices()
+        for p in group["params"]:
+            if p.device.type not in devices:
+                raise AssertionError(
+                    "If capturable=True, params and state_steps must be on supported "
+                    f"devices: {devices}."
+                )
+        raise RuntimeError(
+            f"{type(self).__name__}(capturable=True): optimlab's engines read the step count "
+            "on the host, so the step cannot be captured in a CUDA graph; use capturable=False"
+        )
+
+    # -- gradients and checkpoints ----------------------------------------------------------
     def zero_grad(self, set_to_none: bool = True) -> None:
-        """Reset gradients. Groups in the fused engine's flat storage keep their gradient views
-        and are zeroed in one pass, whatever ``set_to_none`` says (see docs/engines.md)."""
+        """Reset gradients, with torch's meaning whatever the engine: ``set_to_none`` leaves
+        every ``p.grad`` ``None`` (the fused engine routes the next gradients back into its flat
+        buffer, see docs/engines.md); otherwise existing gradients are zeroed in place."""
         if not self._flat:
             super().zero_grad(set_to_none)
             return
         for index, group in enumerate(self.param_groups):
-            params = group["params"]
-            if index in self._flat:
-                for bucket in self._flat[index]:
-                    fused.restore_grad_views(bucket)
-                params = self._flat[index].outside
-            for p in params:
-                if p.grad is None:
-                    continue
-                if set_to_none:
-                    p.grad = None
-                else:
-                    p.grad.detach_().requires_grad_(False)
-                    p.grad.zero_()
+            flat = self._flat.get(index)
+            if flat is None:
+                fused.zero_grad_(group["params"], set_to_none)
+                continue
+            for bucket in flat:
+                fused.zero_bucket_grads(bucket, set_to_none)
+            fused.zero_grad_(flat.idle + flat.eager, set_to_none)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        # Loaded state arrives as separate tensors; flat storage is rebuilt after a step.
-        self._flat = {}
+        # Loaded state arrives as separate tensors; flat storage is rebuilt at the next step.
+        # How this optimizer runs (engine, foreach, fused...) stays as constructed: it is a
+        # choice of the running process, not part of the training state.
+        drop_all_flat(self)
+        flags = [{k: g[k] for k in EXECUTION_FLAGS if k in g} for g in self.param_groups]
         super().load_state_dict(state_dict)
+        for group, kept in zip(self.param_groups, flags):
+            group.update(kept)
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state["engine"] = self.engine
+        state["_base_lrs"] = list(self._base_lrs)
         return state
 
+    def state_dict(self) -> dict[str, Any]:
+        sd = super().state_dict()
+        for group in sd["param_groups"]:
+            # torch.optim's Adam/RAdam/NAdam read this flag; writing it keeps a checkpoint's
+            # meaning when it is loaded into their torch.optim twins.
+            if "weight_decay_mode" in group:
+                group["decoupled_weight_decay"] = group["weight_decay_mode"] == "decoupled"
+        return sd
+
+    # -- what subclasses build on ------------------------------------------------------------
     def _update(self, ops, group, params, grads, state, steps, raw, info) -> None:
         raise NotImplementedError
 
@@ -218,7 +405,7 @@ class Optimizer(torch.optim.Optimizer):
             mode=group["weight_decay_mode"],
             lr=group["lr"],
             decay=group["weight_decay"],
-            initial_lr=group["initial_lr"],
+            initial_lr=group["base_lr"],
         )
 
     def _torch_fused(self, group, param, grad, state, step) -> bool:
@@ -226,14 +413,16 @@ class Optimizer(torch.optim.Optimizer):
         group's formula; return whether it did. ``step`` is already incremented."""
         return False
 
-    def state_dict(self) -> dict[str, Any]:
-        sd = super().state_dict()
-        for group in sd["param_groups"]:
-            # torch.optim's Adam/RAdam/NAdam read this flag; writing it keeps a checkpoint's
-            # meaning when it is loaded into their torch.optim twins.
-            if "weight_decay_mode" in group:
-                group["decoupled_weight_decay"] = group["weight_decay_mode"] == "decoupled"
-        return sd
-
     def __repr__(self) -> str:
         return super().__repr__().replace(" (\n", f" (\nEngine: {self.engine}\n", 1)
+
+
+def resolve_decoupled(weight_decay_mode: str, decoupled_weight_decay: bool) -> str:
+    """torch's ``decoupled_weight_decay=True`` is ``weight_decay_mode="decoupled"``."""
+    if not decoupled_weight_decay:
+        return weight_decay_mode
+    if weight_decay_mode not in ("l2", "decoupled"):
+        raise ValueError(
+            f"decoupled_weight_decay=True contradicts weight_decay_mode={weight_decay_mode!r}"
+        )
+    return "decoupled"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from torch import Tensor
+
 from optimlab.core.transforms import (
     bias_correction,
     ema_,
@@ -9,7 +11,7 @@ from optimlab.core.transforms import (
     rms_denominator,
 )
 from optimlab.optim import validation as check
-from optimlab.optim.base import Optimizer, scalar_step_tensor
+from optimlab.optim.base import Optimizer, resolve_decoupled, scalar_step_tensor
 
 
 class NAdam(Optimizer):
@@ -30,13 +32,18 @@ class NAdam(Optimizer):
     def __init__(
         self,
         params,
-        lr: float = 2e-3,
+        lr: float | Tensor = 2e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0.0,
         momentum_decay: float = 4e-3,
+        decoupled_weight_decay: bool = False,
         *,
+        foreach: bool | None = None,
         maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
         weight_decay_mode: str = "l2",
         engine: str = "auto",
     ) -> None:
@@ -46,8 +53,12 @@ class NAdam(Optimizer):
             eps=eps,
             weight_decay=weight_decay,
             momentum_decay=momentum_decay,
+            foreach=foreach,
             maximize=maximize,
-            weight_decay_mode=weight_decay_mode,
+            capturable=capturable,
+            differentiable=differentiable,
+            fused=fused,
+            weight_decay_mode=resolve_decoupled(weight_decay_mode, decoupled_weight_decay),
         )
         super().__init__(params, defaults, engine=engine)
 

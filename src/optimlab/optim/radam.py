@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 
+from torch import Tensor
+
 from optimlab.core.transforms import bias_correction, ema_, ema_sq_
 from optimlab.optim import validation as check
-from optimlab.optim.base import Optimizer
+from optimlab.optim.base import Optimizer, resolve_decoupled
 
 BELOW_THRESHOLD = ("sgd", "skip")
 
@@ -35,12 +37,17 @@ class RAdam(Optimizer):
     def __init__(
         self,
         params,
-        lr: float = 1e-3,
+        lr: float | Tensor = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0.0,
+        decoupled_weight_decay: bool = False,
         *,
+        foreach: bool | None = None,
         maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
         weight_decay_mode: str = "l2",
         rectify_threshold: float = 5.0,
         below_threshold: str = "sgd",
@@ -51,8 +58,12 @@ class RAdam(Optimizer):
             betas=betas,
             eps=eps,
             weight_decay=weight_decay,
+            foreach=foreach,
             maximize=maximize,
-            weight_decay_mode=weight_decay_mode,
+            capturable=capturable,
+            differentiable=differentiable,
+            fused=fused,
+            weight_decay_mode=resolve_decoupled(weight_decay_mode, decoupled_weight_decay),
             rectify_threshold=rectify_threshold,
             below_threshold=below_threshold,
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from torch import Tensor
+
 from optimlab.core.transforms import ema_, ema_sq_, rms_denominator
 from optimlab.optim import validation as check
 from optimlab.optim.base import Optimizer
@@ -29,14 +31,18 @@ class RMSprop(Optimizer):
     def __init__(
         self,
         params,
-        lr: float = 1e-2,
+        lr: float | Tensor = 1e-2,
         alpha: float = 0.99,
         eps: float = 1e-8,
         weight_decay: float = 0.0,
         momentum: float = 0.0,
         centered: bool = False,
-        *,
+        capturable: bool = False,
+        foreach: bool | None = None,
         maximize: bool = False,
+        differentiable: bool = False,
+        *,
+        fused: bool | None = None,
         eps_inside_sqrt: bool = False,
         weight_decay_mode: str = "l2",
         engine: str = "auto",
@@ -48,7 +54,11 @@ class RMSprop(Optimizer):
             weight_decay=weight_decay,
             momentum=momentum,
             centered=centered,
+            capturable=capturable,
+            foreach=foreach,
             maximize=maximize,
+            differentiable=differentiable,
+            fused=fused,
             eps_inside_sqrt=eps_inside_sqrt,
             weight_decay_mode=weight_decay_mode,
         )

@@ -21,8 +21,33 @@ def _value(x):
 
 
 def check_lr(lr) -> None:
+    if isinstance(lr, Tensor) and lr.numel() != 1:
+        raise ValueError("Tensor lr must be 1-element")
     if not (_value(lr) >= 0.0):
         raise ValueError(f"Invalid learning rate: {lr}")
+
+
+def check_tensor_lr_and_betas(group: dict) -> tuple:
+    """torch.optim.Adam's rules for tensor ``lr`` and ``betas`` (its messages); returns the betas
+    with 1-element tensors squeezed to 0-d, as torch stores them."""
+    lr, betas = group["lr"], group["betas"]
+    eager_foreach = group.get("foreach") and not group.get("capturable")
+    if isinstance(lr, Tensor) and eager_foreach:
+        raise ValueError("lr as a Tensor is not supported for capturable=False and foreach=True")
+    if isinstance(betas, (str, bytes)) or len(betas) != 2:
+        raise ValueError(f"Invalid betas: expected a pair (beta1, beta2), got {betas!r}")
+    tensors = [isinstance(b, Tensor) for b in betas]
+    if any(tensors) and not all(tensors):
+        raise ValueError("betas must be either both floats or both Tensors")
+    for i, beta in enumerate(betas):
+        if isinstance(beta, Tensor):
+            if eager_foreach:
+                raise ValueError(
+                    f"betas[{i}] as a Tensor is not supported for capturable=False and foreach=True"
+                )
+            if beta.numel() != 1:
+                raise ValueError(f"Tensor betas[{i}] must be 1-element")
+    return tuple(b.squeeze() if isinstance(b, Tensor) and b.dim() else b for b in betas)
 
 
 def check_eps(eps) -> None:
