@@ -745,8 +745,8 @@ DEVICES = [
 def test_model_training_on_device_matches_foreach_and_checkpoints_to_torch(device):
     """A model trained with the fused engine under ``model.zero_grad(set_to_none=True)``: the
     compiled kernel (RAdam has no torch fused kernel) gives foreach's weights, every new
-    gradient is routed into the flat buffer by the hooks, and the checkpoint loads into torch.optim.RAdam on the
-    same device, which then takes the same steps."""
+    gradient is routed into the flat buffer by the hooks, and the checkpoint loads into
+    torch.optim.RAdam on the same device, which then takes the same steps."""
     runs = []
     for engine in ("foreach", "fused"):
         torch.manual_seed(0)

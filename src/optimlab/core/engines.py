@@ -20,7 +20,12 @@ import torch
 from torch import Tensor
 
 from optimlab.core import fused
-from optimlab.core.tensorlist import FOREACH, LOOP, group_by_device_and_dtype
+from optimlab.core.tensorlist import (
+    FOREACH,
+    LOOP,
+    DifferentiableOps,
+    group_by_device_and_dtype,
+)
 
 ENGINES = ("auto", "loop", "foreach", "fused")
 _grad_of = operator.attrgetter("grad")
@@ -65,6 +70,7 @@ def run_step(
     """
     if engine != "loop" and any(g.is_sparse for g in grads):
         engine = "loop"
+        info["sparse_gradients"] = "loop engine"
     if engine == "loop":
         ops, buckets = LOOP, [list(range(len(params)))]
     else:
@@ -75,6 +81,10 @@ def run_step(
         p = [as_real(params[i]) for i in idx]
         g = [as_real(grads[i]) for i in idx]
         state = {k: [as_real(s.get(k)) for s in raw] for k in keys}
+        if torch.is_grad_enabled():  # differentiable=True: autograd records the step
+            kept = [*p, *(t for ts in state.values() for t in ts if t is not None)]
+            kept += [t for s in raw for t in s.values() if torch.is_tensor(t)]
+            ops = DifferentiableOps({id(t) for t in kept})
         fresh = {k: [i for i, t in enumerate(state[k]) if t is None] for k in keys}
         steps = None
         if opt.counts_steps:

@@ -120,10 +120,7 @@ class LoopOps:
 
     def maximum_(self, xs: TensorList, ys: TensorList) -> None:
         for x, y in zip(xs, ys):
-            if torch.is_grad_enabled():  # differentiable=True: autograd cannot record out=
-                x.copy_(torch.maximum(x, y))
-            else:
-                torch.maximum(x, y, out=x)
+            torch.maximum(x, y, out=x)
 
     def reciprocal(self, xs: TensorList) -> TensorList:
         return [torch.reciprocal(x) for x in xs]
@@ -210,6 +207,106 @@ class ForeachOps(LoopOps):
     def clamp_(self, xs: TensorList, lo: Scalar, hi: Scalar) -> None:
         torch._foreach_clamp_min_(xs, _uniform(lo))
         torch._foreach_clamp_max_(xs, _uniform(hi))
+
+
+class DifferentiableOps(LoopOps):
+    """:class:`LoopOps` for ``differentiable=True``: autograd records the step.
+
+    An in-place operation on a tensor that some backward function saved breaks autograd, so:
+    tensors the step keeps (``persistent``: parameters and state) are updated in place, as
+    torch.optim does, but through a clone of their old value (``x.copy_(f(x.clone(), ...))``),
+    and used as operands through a clone too, so a later in-place update cannot invalidate a
+    saved value; every other tensor (intermediates of the formula) is replaced in its list by
+    the out-of-place result. The numbers are those of :class:`LoopOps`.
+    """
+
+    name = "loop"
+
+    def __init__(self, persistent: set[int]) -> None:
+        self.persistent = persistent
+
+    def _operand(self, t):
+        return t.clone() if isinstance(t, Tensor) and id(t) in self.persistent else t
+
+    def _each_(self, xs: TensorList, f, *columns) -> None:
+        for i, x in enumerate(xs):
+            args = [self._operand(c[i]) for c in columns]
+            if id(x) in self.persistent:
+                x.copy_(f(x.clone(), *args))
+            else:
+                xs[i] = f(x, *args)
+
+    def _map(self, f, *columns) -> TensorList:
+        return [f(*(self._operand(c[i]) for c in columns)) for i in range(len(columns[0]))]
+
+    def clone(self, xs):
+        return self._map(torch.clone, xs)
+
+    def neg(self, xs):
+        return self._map(torch.neg, xs)
+
+    def add(self, xs, ys, alpha=1.0):
+        return self._map(lambda x, y: torch.add(x, y, alpha=alpha), xs, ys)
+
+    def mul(self, xs, s):
+        return self._map(torch.mul, xs, _per_tensor(s, len(xs)))
+
+    def addcmul(self, xs, ys, zs, value):
+        return self._map(lambda x, y, z: torch.addcmul(x, y, z, value=value), xs, ys, zs)
+
+    def sqrt(self, xs):
+        return self._map(torch.sqrt, xs)
+
+    def abs(self, xs):
+        return self._map(torch.abs, xs)
+
+    def reciprocal(self, xs):
+        return self._map(torch.reciprocal, xs)
+
+    def copy_(self, xs, ys):
+        self._each_(xs, lambda x, y: y.clone(), ys)
+
+    def add_(self, xs, ys, alpha=1.0):
+        self._each_(xs, lambda x, y: torch.add(x, y, alpha=alpha), ys)
+
+    def add_scalar_(self, xs, s):
+        self._each_(xs, torch.add, _per_tensor(s, len(xs)))
+
+    def add_scaled_(self, xs, ys, s):
+        self._each_(xs, lambda x, y, a: torch.add(x, y, alpha=a), ys, _per_tensor(s, len(xs)))
+
+    def mul_(self, xs, s):
+        self._each_(xs, torch.mul, _per_tensor(s, len(xs)))
+
+    def mul_tensors_(self, xs, ys):
+        self._each_(xs, torch.mul, ys)
+
+    def div_(self, xs, s):
+        self._each_(xs, torch.div, _per_tensor(s, len(xs)))
+
+    def div_tensors_(self, xs, ys):
+        self._each_(xs, torch.div, ys)
+
+    def addcmul_(self, xs, ys, zs, value):
+        f = lambda x, y, z, v: torch.addcmul(x, y, z, value=v)  # noqa: E731
+        self._each_(xs, f, ys, zs, _per_tensor(value, len(xs)))
+
+    def addcdiv_(self, xs, ys, zs, value):
+        f = lambda x, y, z, v: torch.addcdiv(x, y, z, value=v)  # noqa: E731
+        self._each_(xs, f, ys, zs, _per_tensor(value, len(xs)))
+
+    def lerp_(self, xs, ys, weight):
+        self._each_(xs, lambda x, y: torch.lerp(x, y, weight), ys)
+
+    def sqrt_(self, xs):
+        self._each_(xs, torch.sqrt)
+
+    def maximum_(self, xs, ys):
+        self._each_(xs, torch.maximum, ys)
+
+    def clamp_(self, xs, lo, hi):
+        n = len(xs)
+        self._each_(xs, lambda x, a, b: x.clamp(a, b), _per_tensor(lo, n), _per_tensor(hi, n))
 
 
 LOOP = LoopOps()

@@ -6,7 +6,8 @@ import torch
 from torch import Tensor
 
 from optimlab.core import torch_fused
-from optimlab.core.transforms import accumulate_sq_, negate
+from optimlab.core.tensorlist import LOOP
+from optimlab.core.transforms import accumulate_sq_, negate, weight_decay
 from optimlab.optim import validation as check
 from optimlab.optim.base import Optimizer, scalar_step_tensor
 
@@ -20,9 +21,12 @@ class Adagrad(Optimizer):
         lrₜ = lr / (1 + (t−1)·lr_decay)
         θ ← θ − lrₜ · g / (√G + ε)
 
-    ``G`` is a per-coordinate sum over time, not a sum over parameters. State: ``step``,
-    ``sum`` (4 bytes/param in fp32). Matches torch.optim.Adagrad.
+    ``G`` is a per-coordinate sum over time, not a sum over parameters. Sparse gradients
+    (``nn.Embedding(sparse=True)``) update only the rows they hold, as in torch. State:
+    ``step``, ``sum`` (4 bytes/param in fp32). Matches torch.optim.Adagrad.
     """
+
+    supports_sparse = True
 
     def __init__(
         self,
@@ -75,13 +79,51 @@ class Adagrad(Optimizer):
 
     def _update(self, ops, group, params, grads, state, steps, raw, info) -> None:
         lr = group["lr"]
-        g = self._gradient(ops, group, params, grads)
+        clr = [lr / (1.0 + (t - 1.0) * group["lr_decay"]) for t in steps]
         total = state["sum"]
+        if not ops.static_program and any(g.is_sparse for g in grads):
+            dense = [i for i, g in enumerate(grads) if not g.is_sparse]
+            for i, g in enumerate(grads):
+                if g.is_sparse:
+                    self._sparse_update(group, params[i], g, total[i], clr[i])
+            params, grads = [params[i] for i in dense], [grads[i] for i in dense]
+            total, clr = [total[i] for i in dense], [clr[i] for i in dense]
+            if not params:
+                return
+        g = self._gradient(ops, group, params, grads)
         accumulate_sq_(ops, total, g)
         std = ops.sqrt(total)
         ops.add_scalar_(std, group["eps"])
-        clr = [lr / (1.0 + (t - 1.0) * group["lr_decay"]) for t in steps]
         ops.addcdiv_(params, g, std, negate(clr))
+
+    def _sparse_update(self, group, p: Tensor, grad: Tensor, total: Tensor, clr: float) -> None:
+        """The same step for a sparse gradient (``nn.Embedding(sparse=True)``), touching only
+        the rows it holds, as torch.optim.Adagrad does: with ``g`` coalesced (the update is not
+        linear in ``g``, so repeated indices are summed first), ``G ← G + g⊙g`` and
+        ``θ ← θ − lrₜ · g / (√G + ε)`` on those rows."""
+        if group["weight_decay"] != 0 and group["weight_decay_mode"] == "l2":
+            raise RuntimeError("weight_decay option is not compatible with sparse gradients")
+        if group["maximize"]:
+            grad = -grad
+        weight_decay(
+            LOOP,
+            [p],
+            [grad],
+            mode=group["weight_decay_mode"],
+            lr=group["lr"],
+            decay=group["weight_decay"],
+            initial_lr=group["base_lr"],
+        )
+        grad = grad.coalesce()
+        indices, values = grad._indices(), grad._values()
+
+        def rows(v: Tensor) -> Tensor:
+            # the indices come from a coalesced tensor: valid by construction
+            return torch.sparse_coo_tensor(indices, v, grad.size(), check_invariants=False)
+
+        total.add_(rows(values.pow(2)))
+        std = total.sparse_mask(grad)._values().sqrt_().add_(group["eps"])
+        p.add_(rows(values / std), alpha=-clr)
 
     def _torch_fused(self, group, param, grad, state, step) -> bool:
         if group["weight_decay_mode"] != "l2":

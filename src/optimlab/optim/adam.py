@@ -40,6 +40,10 @@ class Adam(Optimizer):
     ``max_exp_avg_sq``): 8 bytes/param in fp32, 12 with amsgrad.
     """
 
+    sparse_message = (
+        "Adam does not support sparse gradients, please consider SparseAdam instead"  # torch's
+    )
+
     def __init__(
         self,
         params,

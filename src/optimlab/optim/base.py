@@ -127,8 +127,9 @@ class Optimizer(torch.optim.Optimizer):
     lazy_state_keys: tuple[str, ...] = ()
     #: whether the algorithm has a sparse form (torch: SGD and Adagrad)
     supports_sparse = False
-    #: what torch adds to its "does not support sparse gradients" message
-    sparse_hint = ""
+    #: torch's refusal of sparse gradients, if it words it otherwise than "<Class> does not
+    #: support sparse gradients"
+    sparse_message: str | None = None
 
     #: a variant of its parent class that only changes defaults (AdamW of Adam) declares them
     #: here instead of repeating the constructor; see :meth:`__init_subclass__`
@@ -265,6 +266,9 @@ class Optimizer(torch.optim.Optimizer):
                     p_state["step"] = scalar_step_tensor(float(p_state["step"]))
 
     # -- the step ----------------------------------------------------------------------------
+    # Inside a torch.compile'd training step, dynamo leaves the optimizer step alone (a graph
+    # break): the engines pick their kernels themselves, and the fused engine compiles its own.
+    @torch.compiler.disable
     def step(self, closure=None):
         """One optimization step; ``closure`` re-evaluates the model and returns the loss."""
         loss = None
@@ -317,7 +321,8 @@ class Optimizer(torch.optim.Optimizer):
                 continue
             if grad.is_sparse and not self.supports_sparse:
                 raise RuntimeError(
-                    f"{type(self).__name__} does not support sparse gradients{self.sparse_hint}"
+                    self.sparse_message
+                    or f"{type(self).__name__} does not support sparse gradients"
                 )
             state = self.state[p]
             if len(state) == 0:

@@ -39,6 +39,7 @@ class SGD(Optimizer):
 
     counts_steps = False
     lazy_state_keys = ("momentum_buffer",)
+    supports_sparse = True  # the update is linear in g: sparse tensors take it as they are
 
     def __init__(
         self,
@@ -103,7 +104,9 @@ class SGD(Optimizer):
                 old_bufs = [bufs[i] for i in old]
                 ops.mul_(old_bufs, mu)
                 ops.add_(old_bufs, [g[i] for i in old], alpha=1.0 - group["dampening"])
-            for i, b in zip(fresh, ops.clone([g[i] for i in fresh])):
+            # torch starts the buffer from a detached copy of g (differentiable=True then
+            # does not differentiate through the first buffer); only eager steps get here.
+            for i, b in zip(fresh, ops.clone([g[i].detach() for i in fresh])):
                 bufs[i] = b
             d = ops.add(g, bufs, alpha=mu) if group["nesterov"] else bufs
             ops.add_(params, d, alpha=-lr)
