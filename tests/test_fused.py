@@ -479,7 +479,7 @@ def test_no_recompiles_under_a_cosine_lr_and_changing_beta(name, monkeypatch):
     params = make_params(torch.float32)
     opt = optimlab.create_optimizer(name, params, lr=1e-3, engine="fused", **extra)
     # Force the compiled path even where torch has a fused kernel for the formula.
-    monkeypatch.setattr(type(opt), "_torch_fused", lambda *a, **k: False)
+    monkeypatch.setattr(type(opt), "_torch_kernel_applies", lambda *a, **k: False)
     for step in range(2):  # the first step is eager, the second compiles the program
         write_grads(params, step)
         opt.step()
@@ -838,3 +838,70 @@ def test_every_guard_around_a_fused_optimizer_matches_foreach():
     assert opt.fused_stats["fused_steps"] > 10 and opt.fused_stats["grad_copies"] == 0
     for a, b in zip(expected, got):
         torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("zero", ["optimizer", "keep", "model"])
+@pytest.mark.parametrize("name", ["adamw", "sgd", "adagrad"])
+def test_large_gradients_stay_where_autograd_made_them(name, zero, monkeypatch):
+    """With torch's fused kernels, a parameter from DIRECT_GRAD_MIN_NUMEL elements (lowered
+    here) keeps the gradient autograd made: nothing is copied for it, the kernel sees runs of
+    the flat buffers plus that gradient, and the weights equal torch.optim's."""
+    monkeypatch.setattr(fused, "DIRECT_GRAD_MIN_NUMEL", 64)
+    cls = {"adamw": torch.optim.AdamW, "sgd": torch.optim.SGD, "adagrad": torch.optim.Adagrad}
+    kwargs = {"sgd": {"momentum": 0.9}}.get(name, {})
+    models = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        models.append(nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 8)).double())
+    ours = optimlab.create_optimizer(
+        name, models[0].parameters(), lr=1e-2, engine="fused", **kwargs
+    )
+    theirs = cls[name](models[1].parameters(), lr=1e-2, **kwargs)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(6):
+        x = torch.randn(12, 6, generator=gen, dtype=torch.float64)
+        for model, opt in zip(models, (ours, theirs)):
+            if zero == "optimizer":
+                opt.zero_grad()
+            elif zero == "keep":
+                opt.zero_grad(set_to_none=False)
+            else:
+                model.zero_grad()
+            model(x).pow(2).mean().backward()
+            opt.step()
+        for a, b in zip(models[0].parameters(), models[1].parameters()):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    bucket = ours._flat[0][0]
+    assert bucket.direct == [models[0][0].weight, models[0][2].weight]  # 96 and 128 elements
+    assert [len(p) for p, _, _ in bucket.runs] == [96, 16, 128, 8]
+    assert ours.fused_stats["grad_copies"] == 0
+    assert not any(v.data_ptr() == models[0][2].weight.grad.data_ptr() for v in bucket.grad_views)
+
+
+def test_a_switch_away_from_torchs_kernel_rebuilds_with_every_gradient_in_the_buffer(
+    monkeypatch, eager_kernels
+):
+    monkeypatch.setattr(fused, "DIRECT_GRAD_MIN_NUMEL", 64)
+    torch.manual_seed(0)
+    model = nn.Linear(16, 8).double()
+    opt = optimlab.Adam(model.parameters(), lr=1e-2, amsgrad=True, engine="fused")
+    twin = optimlab.Adam(
+        [p.detach().clone().requires_grad_() for p in model.parameters()],
+        lr=1e-2,
+        amsgrad=True,
+        engine="loop",
+    )
+    x = torch.randn(4, 16, dtype=torch.float64)
+    for step in range(4):
+        if step == 2:  # torch's kernel has no "corrected" AMSGrad: the compiled path takes over
+            for o in (opt, twin):
+                o.param_groups[0]["amsgrad_form"] = "corrected"
+        opt.zero_grad()
+        model(x).pow(2).sum().backward()
+        for p, q in zip(model.parameters(), twin.param_groups[0]["params"]):
+            q.grad = p.grad.clone()
+        opt.step()
+        twin.step()
+    assert not opt._flat[0][0].direct and opt.fused_stats["fused_steps"] == 1
+    for p, q in zip(model.parameters(), twin.param_groups[0]["params"]):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)

@@ -170,6 +170,9 @@ def try_fused_step(opt, index: int, group: dict, info: dict) -> list[Tensor] | N
         drop_flat(opt, index)
         return None
     for bucket in flat:
+        if bucket.direct and not fused.torch_kernel_applies(opt, group, bucket.flat_param):
+            drop_flat(opt, index)  # a switch changed: rebuild with every gradient in the buffer
+            return None
         status = fused.sync_grads(bucket, stats)
         if status == fused.SYNC_MOVED:
             drop_flat(opt, index)  # someone replaced a parameter's storage: rebuild
@@ -186,6 +189,7 @@ def try_fused_step(opt, index: int, group: dict, info: dict) -> list[Tensor] | N
     for bucket in flat:
         fused.run_fused(opt, group, bucket, keys, info, stats)
     # Reported per step so StepDiagnostics (and the lab's TensorBoard logs) can show them.
+    info["engine"] = "fused"
     info["fused"] = bool(flat)
     info["grad_copies"] = stats["grad_copies"] - copies
     if flat.eager:
@@ -249,8 +253,10 @@ def maybe_build_buckets(opt, index: int, group: dict, engine: str) -> int:
         fparams = [p for p, _ in fusable]
         fstates = [s for _, s in fusable]
         for idx in _uniform_buckets(fparams, fstates, keys):
+            bparams = [fparams[i] for i in idx]
+            direct = fused.torch_kernel_applies(opt, group, bparams[0])
             buckets.append(
-                fused.build_bucket([fparams[i] for i in idx], [fstates[i] for i in idx], keys)
+                fused.build_bucket(bparams, [fstates[i] for i in idx], keys, direct_grads=direct)
             )
     opt._flat[index] = FlatGroup(buckets, idle, eager, reasons)
     opt.fused_stats["rebuilds"] += 1

@@ -341,8 +341,9 @@ class FlatBucket:
 
     params: list[Tensor]
     flat_param: Tensor
-    flat_grad: Tensor
-    grad_views: list[Tensor]
+    flat_grad: Tensor  # the gradients of ``grad_params``, in their order
+    grad_params: list[Tensor]  # parameters whose gradients live in ``flat_grad``
+    grad_views: list[Tensor]  # their views of it
     state: dict[str, Tensor]  # elementwise state, one flat buffer per key
     scalars: dict[str, Tensor]  # 0-d per-parameter state (step, mu_product), one vector per key
     first: dict[str, Tensor]  # each scalar vector's element 0, as a 0-d view
@@ -359,6 +360,11 @@ class FlatBucket:
     scalar_buffer: Tensor | None = None
     #: handles of the post-accumulate-grad hooks that route gradients into ``grad_views``
     hooks: list = field(default_factory=list)
+    #: parameters whose gradient is used where autograd made it (see :func:`build_bucket`)
+    direct: list[Tensor] = field(default_factory=list)
+    #: the bucket as torch's fused kernels see it: (param, grad or None for a direct
+    #: parameter, {state key: tensor}) per contiguous run of routed parameters or direct one
+    runs: list[tuple] = field(default_factory=list)
 
 
 def _move_into_flat(n: int, like: Tensor, offsets: list[int], numels: list[int], get, put):
@@ -380,29 +386,54 @@ def _move_into_flat(n: int, like: Tensor, offsets: list[int], numels: list[int],
     return flat
 
 
-def build_bucket(params: list[Tensor], states: list[dict], keys: tuple[str, ...]) -> FlatBucket:
-    """Move ``params``, their grads and state into flat buffers; re-point everything to views."""
+#: with torch's fused kernels, a parameter from this many elements keeps the gradient autograd
+#: made instead of having it copied into the flat buffer (see :func:`build_bucket`)
+DIRECT_GRAD_MIN_NUMEL = int(os.environ.get("OPTIMLAB_FUSED_DIRECT_GRAD_NUMEL", 1 << 17))
+
+
+def _offsets(params: list[Tensor]) -> tuple[list[int], list[int], int]:
     offsets, numels, offset = [], [], 0
     for p in params:
         offsets.append(offset)
         numels.append(p.numel())
         offset += p.numel()
+    return offsets, numels, offset
+
+
+def build_bucket(
+    params: list[Tensor], states: list[dict], keys: tuple[str, ...], *, direct_grads: bool = False
+) -> FlatBucket:
+    """Move ``params``, their grads and state into flat buffers; re-point everything to views.
+
+    ``direct_grads`` (the bucket is stepped by one of torch's fused kernels, which take lists
+    of tensors): parameters of :data:`DIRECT_GRAD_MIN_NUMEL` elements or more get no slot in
+    the flat gradient buffer. Their gradients are used where autograd made them, which saves
+    copying them (8 B per fp32 element at every backward); the kernel then sees one tensor per
+    such parameter, and one per run of the others, whose gradients are copied in, cheaply,
+    while they are small and still in cache. Compiled kernels need every gradient in the flat
+    buffer.
+    """
+    direct = [p for p in params if direct_grads and p.numel() >= DIRECT_GRAD_MIN_NUMEL]
+    is_direct = {id(p) for p in direct}
+    routed = [p for p in params if id(p) not in is_direct]
+    offsets, numels, size = _offsets(params)
+    goffsets, gnumels, gsize = _offsets(routed)
     like = params[0]
-    grad_views: list[Tensor] = [None] * len(params)  # type: ignore[list-item]
+    grad_views: list[Tensor] = [None] * len(routed)  # type: ignore[list-item]
 
     def set_param(i, view):
         params[i].data = view.view_as(params[i])
 
     def set_grad(i, view):
-        grad_views[i] = view.view_as(params[i])
-        params[i].grad = grad_views[i]
+        grad_views[i] = view.view_as(routed[i])
+        routed[i].grad = grad_views[i]
 
     with torch.no_grad():
         flat_param = _move_into_flat(
-            offset, like, offsets, numels, lambda i: params[i].detach(), set_param
+            size, like, offsets, numels, lambda i: params[i].detach(), set_param
         )
         flat_grad = _move_into_flat(
-            offset, like, offsets, numels, lambda i: params[i].grad, set_grad
+            gsize, like, goffsets, gnumels, lambda i: routed[i].grad, set_grad
         )
         state = {}
         for key in keys:
@@ -411,7 +442,7 @@ def build_bucket(params: list[Tensor], states: list[dict], keys: tuple[str, ...]
                 states[i][key] = view.view_as(params[i])
 
             state[key] = _move_into_flat(
-                offset, like, offsets, numels, lambda i, key=key: states[i][key], set_state
+                size, like, offsets, numels, lambda i, key=key: states[i][key], set_state
             )
     scalars = {}
     for key, value in states[0].items():
@@ -424,15 +455,61 @@ def build_bucket(params: list[Tensor], states: list[dict], keys: tuple[str, ...]
         params=list(params),
         flat_param=flat_param,
         flat_grad=flat_grad,
+        grad_params=routed,
         grad_views=grad_views,
         state=state,
         scalars=scalars,
         first={key: vec[0] for key, vec in scalars.items()},
         ptrs=[p.data_ptr() for p in params],
         storage=flat_param.untyped_storage()._cdata,
+        direct=direct,
+        runs=_runs(params, is_direct, offsets, flat_param, flat_grad, state) if direct else [],
     )
     attach_grad_hooks(bucket)
     return bucket
+
+
+def _runs(params, is_direct, offsets, flat_param, flat_grad, state) -> list[tuple]:
+    """Contiguous runs of routed parameters, and direct parameters one by one, as 1-D views:
+    ``(param, grad or None, {key: state})`` (see :attr:`FlatBucket.runs`)."""
+    runs = []
+    start = g_start = g_at = 0
+    bounds = [*offsets, flat_param.numel()]
+    for i, p in enumerate(params):
+        if id(p) not in is_direct:
+            g_at += p.numel()
+            continue
+        a, b = bounds[i], bounds[i + 1]
+        if a > start:  # the routed run before this parameter
+            runs.append(_run(flat_param, flat_grad[g_start:g_at], state, start, a))
+        runs.append(_run(flat_param, None, state, a, b))
+        start, g_start = b, g_at
+    if flat_param.numel() > start:
+        runs.append(_run(flat_param, flat_grad[g_start:g_at], state, start, flat_param.numel()))
+    return runs
+
+
+def _run(flat_param, grad, state, a: int, b: int) -> tuple:
+    return flat_param[a:b], grad, {key: buf[a:b] for key, buf in state.items()}
+
+
+def torch_kernel_lists(bucket: FlatBucket) -> tuple[list[Tensor], list[Tensor], dict]:
+    """The bucket's parameters, gradients and state as lists for one of torch's fused
+    kernels: the flat buffers whole, or the runs with each direct parameter's own gradient."""
+    if not bucket.runs:
+        return [bucket.flat_param], [bucket.flat_grad], {k: [v] for k, v in bucket.state.items()}
+    direct = iter(bucket.direct)
+    params, grads = [], []
+    state: dict[str, list[Tensor]] = {key: [] for key in bucket.state}
+    for param, grad, run_state in bucket.runs:
+        params.append(param)
+        if grad is None:
+            g = next(direct).grad
+            grad = g.reshape(-1) if g.is_contiguous() else g.contiguous().reshape(-1)
+        grads.append(grad)
+        for key, value in run_state.items():
+            state[key].append(value)
+    return params, grads, state
 
 
 #: parameter types whose ``.data`` can be re-pointed to a view of a plain flat buffer; tensor
@@ -532,7 +609,7 @@ def grads_in_place(bucket: FlatBucket) -> bool:
     code takes a reference to that same tensor in the same step (say ``q.grad = p.grad`` then
     ``p.grad = None``); the rotation finds that within ``len(params) / GRAD_SAMPLE`` steps.
     """
-    params, views = bucket.params, bucket.grad_views
+    params, views = bucket.grad_params, bucket.grad_views
     counts = bucket.grad_counts
     if counts is not None and list(map(_tensor_use_count, views)) == counts:
         i = bucket.grad_cursor
@@ -552,9 +629,13 @@ def sync_grads(bucket: FlatBucket, stats: dict) -> int:
     """Make every ``p.grad`` the flat view again, copying in gradients that arrived elsewhere."""
     if not params_in_place(bucket):
         return SYNC_MOVED
+    for p in bucket.direct:
+        g = p.grad
+        if g is None or g.is_sparse or g.dtype != p.dtype or g.shape != p.shape:
+            return SYNC_NONE
     if grads_in_place(bucket):
         return SYNC_OK
-    for p, view in zip(bucket.params, bucket.grad_views):
+    for p, view in zip(bucket.grad_params, bucket.grad_views):
         g = p.grad
         if g is None or g.is_sparse:
             return SYNC_NONE
@@ -581,7 +662,7 @@ def attach_grad_hooks(bucket: FlatBucket) -> None:
     The hooks hold the bucket's views, not the optimizer, so they never keep an optimizer
     alive; they are removed when the bucket is released (:func:`release_bucket`).
     """
-    for p, view in zip(bucket.params, bucket.grad_views):
+    for p, view in zip(bucket.grad_params, bucket.grad_views):
 
         def route(param: Tensor, view: Tensor = view) -> None:
             grad = param.grad
@@ -623,10 +704,11 @@ def zero_bucket_grads(bucket: FlatBucket, set_to_none: bool) -> None:
     """:func:`zero_grad_` for a bucket. With ``set_to_none`` the views stay with the bucket and
     its hooks route the next gradients back into them; otherwise, when every gradient is its
     view, one pass zeroes the flat buffer."""
+    zero_grad_(bucket.direct, set_to_none)
     if not set_to_none and grads_in_place(bucket):
         bucket.flat_grad.zero_()
         return
-    zero_grad_(bucket.params, set_to_none)
+    zero_grad_(bucket.grad_params, set_to_none)
 
 
 def pack_scalars(bucket: FlatBucket, values: list[float], dtype: torch.dtype) -> Tensor:
@@ -659,6 +741,18 @@ def count_step(bucket: FlatBucket) -> float:
     return steps[0].item()
 
 
+def torch_kernel_applies(opt, group: dict, like: Tensor) -> bool:
+    """Whether one of torch's fused kernels computes ``group``'s formula exactly for tensors
+    like ``like``: on CPU (on CUDA they want the step counts on the device; the compiled path
+    serves there), fp32/fp64 (torch's bf16 SGD kernel rounds more often), torch's values of
+    every switch (the optimizer's ``_torch_kernel_applies``)."""
+    return (
+        like.device.type == "cpu"
+        and like.dtype in (torch.float32, torch.float64)
+        and opt._torch_kernel_applies(group)
+    )
+
+
 def run_fused(
     opt, group: dict, bucket: FlatBucket, keys: tuple[str, ...], info: dict, stats: dict
 ) -> None:
@@ -666,14 +760,13 @@ def run_fused(
     first = dict(bucket.first)  # _update may rebind entries; the views stay
     steps = [count_step(bucket)] if opt.counts_steps else None
     flat = bucket.flat_param
-    # torch's kernels are used for fp32/fp64 only: its bf16 SGD kernel rounds more often.
-    if (
-        flat.device.type == "cpu"
-        and flat.dtype in (torch.float32, torch.float64)
-        and opt._torch_fused(group, flat, bucket.flat_grad, bucket.state, first.get("step"))
-    ):
+    if torch_kernel_applies(opt, group, flat):
+        params, grads, state = torch_kernel_lists(bucket)
+        opt._torch_fused(group, params, grads, state, first.get("step"))
         stats["torch_fused_steps"] += 1
         return
+    if bucket.direct:  # pragma: no cover - guarded by the caller (the group is rebuilt)
+        raise RuntimeError("a bucket with direct gradients needs one of torch's fused kernels")
     n_inputs = 2 + len(keys)  # param, grad, then the state buffers in ``keys`` order
     rec = RecordingOps(n_inputs)
     state = {key: [Sym(2 + j)] for j, key in enumerate(keys)}

@@ -5,7 +5,10 @@ buffers one call covers a whole param group, which removes the per-tensor overhe
 torch's ``fused=True`` slow on thousands of small tensors. They are used only on CPU (on CUDA
 they want the step counters on the device; the compiled path serves there) and only for the
 torch-compatible value of every convention switch; anything else takes the compiled path.
-Each optimizer decides applicability in its ``_torch_fused`` method.
+Each optimizer says when in ``_torch_kernel_applies``. The kernels take lists of tensors: the
+fused engine passes its flat buffers, or runs of them with the gradients of large parameters
+where autograd made them (see :func:`optimlab.core.fused.build_bucket`); every entry shares
+the bucket's one step count.
 """
 
 from __future__ import annotations
@@ -15,11 +18,11 @@ from torch import Tensor
 
 
 def adam_(
-    p: Tensor,
-    g: Tensor,
-    m: Tensor,
-    v: Tensor,
-    v_max: Tensor | None,
+    p: list[Tensor],
+    g: list[Tensor],
+    m: list[Tensor],
+    v: list[Tensor],
+    v_max: list[Tensor] | None,
     step: Tensor,
     *,
     lr: float,
@@ -32,12 +35,12 @@ def adam_(
     """One Adam/AdamW step (``step`` already incremented), amsgrad when ``v_max`` is given."""
     kernel = torch._fused_adamw_ if decoupled else torch._fused_adam_
     kernel(
-        [p],
-        [g],
-        [m],
-        [v],
-        [] if v_max is None else [v_max],
-        [step],
+        p,
+        g,
+        m,
+        v,
+        [] if v_max is None else v_max,
+        [step] * len(p),
         amsgrad=v_max is not None,
         lr=float(lr),
         beta1=float(betas[0]),
@@ -49,9 +52,9 @@ def adam_(
 
 
 def sgd_(
-    p: Tensor,
-    g: Tensor,
-    buf: Tensor | None,
+    p: list[Tensor],
+    g: list[Tensor],
+    buf: list[Tensor] | None,
     *,
     lr: float,
     momentum: float,
@@ -62,9 +65,9 @@ def sgd_(
 ) -> None:
     """One SGD step with an existing momentum buffer (or none when ``momentum == 0``)."""
     torch._fused_sgd_(
-        [p],
-        [g],
-        [] if buf is None else [buf],
+        p,
+        g,
+        [] if buf is None else buf,
         weight_decay=float(weight_decay),
         momentum=float(momentum),
         lr=float(lr),
@@ -76,9 +79,9 @@ def sgd_(
 
 
 def adagrad_(
-    p: Tensor,
-    g: Tensor,
-    total: Tensor,
+    p: list[Tensor],
+    g: list[Tensor],
+    total: list[Tensor],
     step: Tensor,
     *,
     lr: float,
@@ -89,10 +92,10 @@ def adagrad_(
 ) -> None:
     """One Adagrad step (``step`` already incremented)."""
     torch._fused_adagrad_(
-        [p],
-        [g],
-        [total],
-        [step],
+        p,
+        g,
+        total,
+        [step] * len(p),
         lr=float(lr),
         lr_decay=float(lr_decay),
         weight_decay=float(weight_decay),

@@ -125,12 +125,13 @@ class Adagrad(Optimizer):
         std = total.sparse_mask(grad)._values().sqrt_().add_(group["eps"])
         p.add_(rows(values / std), alpha=-clr)
 
-    def _torch_fused(self, group, param, grad, state, step) -> bool:
-        if group["weight_decay_mode"] != "l2":
-            return False
+    def _torch_kernel_applies(self, group) -> bool:
+        return group["weight_decay_mode"] == "l2"
+
+    def _torch_fused(self, group, params, grads, state, step) -> None:
         torch_fused.adagrad_(
-            param,
-            grad,
+            params,
+            grads,
             state["sum"],
             step,
             lr=group["lr"],
@@ -139,4 +140,3 @@ class Adagrad(Optimizer):
             eps=group["eps"],
             maximize=group["maximize"],
         )
-        return True

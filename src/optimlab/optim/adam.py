@@ -114,17 +114,17 @@ class Adam(Optimizer):
         )
         descend_(ops, params, m, denom, [lr / b for b in bc1])
 
-    def _torch_fused(self, group, param, grad, state, step) -> bool:
-        mode = group["weight_decay_mode"]
-        if (
-            mode == "scheduled"
+    def _torch_kernel_applies(self, group) -> bool:
+        return not (
+            group["weight_decay_mode"] == "scheduled"
             or group["eps_inside_sqrt"]
             or (group["amsgrad"] and group["amsgrad_form"] != "raw")
-        ):
-            return False
+        )
+
+    def _torch_fused(self, group, params, grads, state, step) -> None:
         torch_fused.adam_(
-            param,
-            grad,
+            params,
+            grads,
             state["exp_avg"],
             state["exp_avg_sq"],
             state.get("max_exp_avg_sq"),
@@ -133,10 +133,9 @@ class Adam(Optimizer):
             betas=group["betas"],
             eps=group["eps"],
             weight_decay=group["weight_decay"],
-            decoupled=mode == "decoupled",
+            decoupled=group["weight_decay_mode"] == "decoupled",
             maximize=group["maximize"],
         )
-        return True
 
 
 class AdamW(Adam):

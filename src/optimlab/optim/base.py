@@ -413,10 +413,16 @@ class Optimizer(torch.optim.Optimizer):
             initial_lr=group["base_lr"],
         )
 
-    def _torch_fused(self, group, param, grad, state, step) -> bool:
-        """Step one flat buffer with a torch fused kernel if one computes exactly this
-        group's formula; return whether it did. ``step`` is already incremented."""
+    def _torch_kernel_applies(self, group) -> bool:
+        """Whether one of torch's fused kernels computes exactly this group's formula (then
+        the fused engine steps the flat buffers with it, see :meth:`_torch_fused`)."""
         return False
+
+    def _torch_fused(self, group, params, grads, state, step) -> None:
+        """Step the fused engine's tensors (lists: flat buffers or runs of them) with torch's
+        fused kernel; ``state`` maps each key to a list like ``params``, ``step`` is the
+        bucket's (already incremented) step count."""
+        raise NotImplementedError
 
     def __repr__(self) -> str:
         return super().__repr__().replace(" (\n", f" (\nEngine: {self.engine}\n", 1)

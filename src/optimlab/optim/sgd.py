@@ -121,12 +121,13 @@ class SGD(Optimizer):
             else:
                 ops.add_(params, bufs, alpha=-1.0)
 
-    def _torch_fused(self, group, param, grad, state, step) -> bool:
-        if group["momentum_form"] != "torch" or group["weight_decay_mode"] != "l2":
-            return False
+    def _torch_kernel_applies(self, group) -> bool:
+        return group["momentum_form"] == "torch" and group["weight_decay_mode"] == "l2"
+
+    def _torch_fused(self, group, params, grads, state, step) -> None:
         torch_fused.sgd_(
-            param,
-            grad,
+            params,
+            grads,
             state.get("momentum_buffer"),
             lr=group["lr"],
             momentum=group["momentum"],
@@ -135,4 +136,3 @@ class SGD(Optimizer):
             weight_decay=group["weight_decay"],
             maximize=group["maximize"],
         )
-        return True
