@@ -12,15 +12,13 @@ the working directory. The run seed drives the initialisation and the minibatch 
 from __future__ import annotations
 
 import functools
-import random
 from functools import partial
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Problem, seeded
+from .base import Problem, global_random_state_kept, seeded
 from .supervised import SupervisedInstance, accuracy
 
 __all__ = ["MNIST1D_CNN", "MNIST1D_MLP", "mnist1d_data"]
@@ -34,14 +32,8 @@ def mnist1d_data() -> dict[str, torch.Tensor]:
     # Lazy import: mnist1d pulls in scipy and matplotlib.
     from mnist1d.data import get_dataset_args, make_dataset
 
-    # make_dataset reseeds NumPy's and Python's global generators; put them back so that
-    # building a problem never changes the random numbers the caller's code sees next.
-    np_state, py_state = np.random.get_state(), random.getstate()
-    try:
+    with global_random_state_kept():  # make_dataset reseeds NumPy's and Python's generators
         data = make_dataset(get_dataset_args())
-    finally:
-        np.random.set_state(np_state)
-        random.setstate(py_state)
     return {
         "x_train": torch.as_tensor(data["x"], dtype=torch.float32),
         "y_train": torch.as_tensor(data["y"], dtype=torch.long),
