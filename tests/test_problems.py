@@ -42,8 +42,10 @@ BUILTIN = [
     "himmelblau",
     "ill_conditioned",
     "saddle",
+    "tutorial_quadratic",
     "linear_regression",
     "logistic_regression",
+    "tutorial_regression",
     "quadratic_deep",
     "digits_mlp",
     "digits_cnn",
@@ -364,10 +366,34 @@ def test_quadratic_deep_data_loss_and_budget():
     d = 1.0 - train.double()
     full = 0.5 * torch.einsum("ni,ij,nj->n", d, q, d).mean()
     assert instance.evaluate()["train_loss"] == pytest.approx(full.item(), rel=1e-5)
+    assert instance.evaluate()["val_loss"] == pytest.approx(_deepobs_test_loss(q, val), rel=1e-5)
     # Minibatches: 128 distinct points per step, 7 steps per epoch, then a new permutation.
     batches = [instance.sampler(s) for s in range(8)]
     assert all(len(b) == 128 for b in batches)
     assert len(set(torch.cat(batches[:7]).tolist())) == 7 * 128
+
+
+def _deepobs_test_loss(hessian: torch.Tensor, val: torch.Tensor) -> float:
+    """DeepOBS's TensorFlow evaluation, spelled out: the unshuffled test set in batches of
+    128, the incomplete last batch dropped, the mean of the batch means, at θ = ones."""
+    batch_means = []
+    for start in range(0, len(val) - 127, 128):
+        d = 1.0 - val[start : start + 128].double()
+        batch_means.append(0.5 * torch.einsum("ni,ij,nj->n", d, hessian, d).mean().item())
+    assert len(batch_means) == 7
+    return sum(batch_means) / len(batch_means)
+
+
+def test_quadratic_deep_initial_test_loss_is_deepobs_published_value():
+    # DeepOBS reports 353.4468 as quadratic_deep's test loss before training.
+    instance = get_problem("quadratic_deep").make(0)
+    assert round(instance.evaluate()["val_loss"], 4) == 353.4468
+    q = torch.tensor(deepobs_hessian()[0])
+    _, val = quadratic_data()
+    assert round(_deepobs_test_loss(q, val), 4) == 353.4468
+    # Averaging all 1000 held-out points instead gives another number.
+    d = 1.0 - val.double()
+    assert round(0.5 * torch.einsum("ni,ij,nj->n", d, q, d).mean().item(), 2) == 353.93
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,7 +23,9 @@ Neither touches torch's or NumPy's global random state.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import random
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -157,6 +159,22 @@ def derive_seed(*keys: int) -> int:
 def generator(*keys: int) -> torch.Generator:
     """A private CPU ``torch.Generator`` seeded from ``keys`` (the global RNG is untouched)."""
     return torch.Generator().manual_seed(derive_seed(*keys))
+
+
+@contextmanager
+def global_random_state_kept() -> Iterator[None]:
+    """Put NumPy's and Python's global generators back as they were on leaving.
+
+    For third-party code that touches them: mnist1d's ``make_dataset`` reseeds both, and
+    importing scikit-learn draws from Python's. Building a problem must not change the random
+    numbers the caller's code sees next.
+    """
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        yield
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
 
 
 def seeded(seed: int, factory: Callable[[], torch.nn.Module]) -> torch.nn.Module:

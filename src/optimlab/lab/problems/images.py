@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Problem, ProblemUnavailable, generator, seeded
+from .base import Problem, ProblemUnavailable, generator, global_random_state_kept, seeded
 from .idx import read_idx
 from .supervised import SupervisedInstance, accuracy
 
@@ -40,9 +40,10 @@ DIGITS_BATCH = 64
 @functools.lru_cache(maxsize=1)
 def _digits_raw() -> tuple[torch.Tensor, torch.Tensor]:
     # Lazy import: scikit-learn is slow to import. The images ship inside scikit-learn.
-    from sklearn.datasets import load_digits
+    with global_random_state_kept():  # importing scikit-learn draws from Python's generator
+        from sklearn.datasets import load_digits
 
-    data = load_digits()
+        data = load_digits()
     x = torch.as_tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0  # N×1×8×8 in [0,1]
     return x, torch.as_tensor(data.target, dtype=torch.long)
 

@@ -11,7 +11,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from .base import Problem, generator, seeded
+from .base import Problem, generator, global_random_state_kept, seeded
 from .supervised import SupervisedInstance, accuracy, r2_score
 
 __all__ = ["LINEAR", "LOGISTIC", "linear_regression_data", "breast_cancer_data"]
@@ -100,9 +100,10 @@ LOGISTIC_L2 = 1e-3  # λ in (λ/2)‖w‖²; see build_logistic_regression
 def _breast_cancer_raw() -> tuple[torch.Tensor, torch.Tensor]:
     # Lazy import: scikit-learn is slow to import and only needed here. The table ships
     # inside scikit-learn, so nothing is downloaded.
-    from sklearn.datasets import load_breast_cancer
+    with global_random_state_kept():  # importing scikit-learn draws from Python's generator
+        from sklearn.datasets import load_breast_cancer
 
-    data = load_breast_cancer()
+        data = load_breast_cancer()
     return torch.as_tensor(data.data, dtype=torch.float64), torch.as_tensor(data.target)
 
 
