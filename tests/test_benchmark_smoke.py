@@ -247,3 +247,31 @@ def test_cli_without_cuda_exits_2(bench, capsys):
         pytest.skip("this machine has CUDA")
     assert bench.main(["--device", "cuda"]) == 2
     assert "CUDA" in capsys.readouterr().err
+
+
+def test_train_step_benchmark_runs_a_tiny_model(tmp_path, capsys):
+    """benchmarks/train_step.py end to end on a tiny GPT: both sides train the same model on
+    the same batches (so their losses agree), and the JSON has every promised field."""
+    train_step = _load("train_step")
+    out = tmp_path / "train.json"
+    argv = ["--vocab", "97", "--d", "16", "--layers", "1", "--heads", "2", "--ctx", "8"]
+    argv += ["--batch", "2", "--steps", "2", "--warmup", "1", "--json", str(out), "--plain"]
+    assert train_step.main(argv) == 0
+    doc = json.loads(out.read_text())
+    # wte, wpe; a block: 2 layer norms, c_attn, c_proj, c_fc, mlp_proj (weights and biases); ln_f
+    block = 2 * 32 + (16 * 48 + 48) + (16 * 16 + 16) + (16 * 64 + 64) + (64 * 16 + 16)
+    assert doc["benchmark"] == "train_step"
+    assert doc["parameters"] == 97 * 16 + 8 * 16 + block + 32
+    (row,) = doc["rows"]
+    assert row["optimizer"] == "adamw" and row["torch_baseline"] == "AdamW fused"
+    assert len(row["times_s"][0]) == len(row["times_s"][1]) == 2
+    assert row["ratio"] == pytest.approx(row["ms"] / row["torch_ms"])
+    assert {"extra_ms_per_step", "tensors", "copied_bytes_per_step"} <= set(doc["routing"])
+    assert "whole training step" in capsys.readouterr().out
+
+
+def test_train_step_model_is_gpt2_shaped():
+    train_step = _load("train_step")
+    model = train_step.GPT(vocab=50257, d=768, layers=12, heads=12, ctx=1024)
+    # GPT-2 small's 124,439,808 parameters (head tied to the token embedding)
+    assert sum(p.numel() for p in model.parameters()) == 124_439_808
