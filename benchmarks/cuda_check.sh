@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The fused engine's CUDA checks in one command, for a session that is lent a GPU machine:
+# The fused engine's CUDA checks in one command, for a machine with an NVIDIA GPU:
 #
 #     bash benchmarks/cuda_check.sh [tests|bench|all]      (default: all)
 #
@@ -13,8 +13,8 @@
 # as two commands where one command may take at most 10 minutes.
 #
 # optimlab runs from src/ without being installed, with the `python3` that holds a CUDA build
-# of torch (or $PYTHON). Logs and the JSON go to $OUT when it is set (the device tool brings
-# that folder back), else to benchmarks/results. Exit status: 0 when both parts succeeded.
+# of torch (or $PYTHON). Logs and the JSON go to $OUT when it is set, else to
+# benchmarks/results. Exit status: 0 when both parts succeeded.
 set -uo pipefail
 part="${1:-all}"
 case "$part" in

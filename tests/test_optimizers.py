@@ -525,6 +525,49 @@ def test_registry_completeness():
     assert set(SPEC_BY_NAME) == set(names)
 
 
+def _documented_signature(cls) -> inspect.Signature:
+    """The signature in the ```python block of the class's section in docs/optimizers.md."""
+    import ast
+    import re
+
+    docs = (ROOT / "docs" / "optimizers.md").read_text()
+    block = re.search(rf"```python\n({cls.__name__}\(.*?\))\n```", docs, re.S)
+    assert block, f"{cls.__name__} has no signature block in docs/optimizers.md"
+    namespace: dict = {"torch": torch}
+    exec(compile(ast.parse(f"def {block.group(1)}: pass"), "<docs>", "exec"), namespace)
+    return inspect.signature(namespace[cls.__name__])
+
+
+@pytest.mark.parametrize("name", optimlab.available_optimizers())
+def test_documented_signature_is_the_real_one(name):
+    """Names, order, kinds and defaults of every argument, as docs/optimizers.md shows them."""
+    cls = optimlab.get_optimizer_class(name)
+    real = list(inspect.signature(cls).parameters.values())
+    documented = list(_documented_signature(cls).parameters.values())
+    assert [(p.name, p.kind) for p in documented] == [(p.name, p.kind) for p in real]
+    assert [p.default for p in documented] == [p.default for p in real]
+
+
+def test_constructors_take_torchs_arguments_in_torchs_order():
+    """Every keyword torch.optim's twin accepts, at the same position: positional calls
+    written for torch.optim mean the same here."""
+    for spec in SPECS:
+        if spec.torch_cls is None:
+            continue
+        theirs = list(inspect.signature(spec.torch_cls).parameters.values())
+        ours = inspect.signature(spec.cls).parameters
+        ours_list = list(ours.values())
+        fixed = set(spec.torch_fixed)  # AMSGrad is Adam(amsgrad=True): no amsgrad argument
+        for i, p in enumerate(theirs):
+            if p.name in fixed:
+                continue
+            assert p.name in ours, f"{spec.name} lacks torch's {p.name!r}"
+            assert ours[p.name].default == p.default, (spec.name, p.name)
+            if p.kind is p.POSITIONAL_OR_KEYWORD and not fixed:
+                assert ours_list[i].name == p.name, f"{spec.name}: {p.name} not at position {i}"
+                assert ours_list[i].kind is p.kind
+
+
 def test_create_optimizer_by_name():
     p = torch.nn.Parameter(torch.zeros(2))
     opt = optimlab.create_optimizer("RAdam", [p], lr=1e-3)

@@ -32,7 +32,8 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
 
 
 def available_optimizers() -> list[str]:
-    """The registered optimizer names, in the order of the seed tutorials."""
+    """The registered optimizer names: the classic ones in the order textbooks introduce them
+    (SGD to RAdam), then the rest."""
     return list(OPTIMIZERS)
 
 
