@@ -327,10 +327,10 @@ def _reset_compiler() -> None:
     # on-disk cache still applies), and cannot exhaust a shared recompile limit.
     import torch._dynamo
 
-    from optimlab.core import fused
+    from optimlab.core import codegen
 
     torch._dynamo.reset()
-    fused.reset_kernels()
+    codegen.reset_kernels()
 
 
 # -- one layout ------------------------------------------------------------------------------
@@ -680,15 +680,15 @@ def recompile_check(
     momentum, or rho), from a fresh dynamo state. ``startup_compiles`` counts the frames dynamo
     compiles until the first fused step has run (``initial_steps`` steps), ``recompiles`` those
     it compiles after that: 0 expected. Every kernel call goes through dynamo's guards, not
-    only the first of each input signature (``fused.DIRECT_CALLS`` is off for the check)."""
-    from optimlab.core import fused
+    only the first of each input signature (``codegen.DIRECT_CALLS`` is off for the check)."""
+    from optimlab.core import codegen
 
     log = log or (lambda msg: None)
-    direct, fused.DIRECT_CALLS = fused.DIRECT_CALLS, False
+    direct, codegen.DIRECT_CALLS = codegen.DIRECT_CALLS, False
     try:
         return _recompile_rows(optimizers, steps=steps, device=device, engine=engine, log=log)
     finally:
-        fused.DIRECT_CALLS = direct
+        codegen.DIRECT_CALLS = direct
 
 
 def _recompile_rows(

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 import optimlab
-from optimlab.core import fused
+from optimlab.core import codegen, fused, recording
+from optimlab.core import flat as storage
 from optimlab.reference import REFERENCES
 
 import test_optimizers as optimizer_tests
@@ -261,7 +262,7 @@ def test_a_re_pointed_parameter_hidden_by_a_new_view_is_found_by_the_rotation(
 ):
     """Moving a parameter while a view of another is made leaves the flat buffer's use count
     as it was; the rotating address check finds the move within len(params) / sample steps."""
-    monkeypatch.setattr(fused, "ADDRESS_SAMPLE", 2)
+    monkeypatch.setattr(storage, "ADDRESS_SAMPLE", 2)
     params = make_params(torch.float64)
     opt = optimlab.Adam(params, lr=0.01, engine="fused")
     keep, rebuilds = [], []
@@ -300,7 +301,7 @@ def test_a_replaced_gradient_hidden_from_the_use_counts_is_found_by_the_rotation
 ):
     """``q.grad = p.grad; p.grad = new`` keeps the old view's use count: the rotating identity
     check finds the new gradient within len(params) / sample steps."""
-    monkeypatch.setattr(fused, "GRAD_SAMPLE", 2)
+    monkeypatch.setattr(storage, "GRAD_SAMPLE", 2)
     params = make_params(torch.float64)
     opt = optimlab.Adam(params, lr=0.01, engine="fused")
     holder = torch.zeros_like(params[3])
@@ -316,7 +317,7 @@ def test_a_replaced_gradient_hidden_from_the_use_counts_is_found_by_the_rotation
 
 
 def test_without_use_counts_every_gradient_is_checked(monkeypatch, eager_kernels):
-    monkeypatch.setattr(fused, "_USE_COUNT_WORKS", False)
+    monkeypatch.setattr(storage, "_USE_COUNT_WORKS", False)
 
     def replace(params, step):
         if step in (2, 5):
@@ -474,7 +475,7 @@ def test_no_recompiles_under_a_cosine_lr_and_changing_beta(name, monkeypatch):
     """1,000 steps with a new lr and a new beta1 (or momentum) at every step compile nothing
     after the first fused step's program (RAdam's rectification switch included). Every call
     goes through dynamo's guards here, not only each signature's first."""
-    monkeypatch.setattr(fused, "DIRECT_CALLS", False)
+    monkeypatch.setattr(codegen, "DIRECT_CALLS", False)
     extra = {"sgd": {"momentum": 0.9}, "rmsprop": {"momentum": 0.5}}.get(name, {})
     params = make_params(torch.float32)
     opt = optimlab.create_optimizer(name, params, lr=1e-3, engine="fused", **extra)
@@ -483,7 +484,7 @@ def test_no_recompiles_under_a_cosine_lr_and_changing_beta(name, monkeypatch):
     for step in range(2):  # the first step is eager, the second compiles the program
         write_grads(params, step)
         opt.step()
-    compiled = len(fused._KERNELS)
+    compiled = len(codegen._KERNELS)
     torch._dynamo.utils.counters.clear()
     with torch._dynamo.config.patch(error_on_recompile=True):
         for step in range(1000):
@@ -495,7 +496,7 @@ def test_no_recompiles_under_a_cosine_lr_and_changing_beta(name, monkeypatch):
                     group["momentum"] = 0.5 + 0.4 * step / 1000
             write_grads(params, step)
             opt.step()
-    assert len(fused._KERNELS) == compiled
+    assert len(codegen._KERNELS) == compiled
     assert sum(torch._dynamo.utils.counters["recompiles"].values()) == 0
     assert opt.fused_stats["fused_steps"] >= 1000
 
@@ -581,7 +582,7 @@ def test_a_failing_compiler_falls_back_to_eager_kernels(monkeypatch):
 
         return fail
 
-    monkeypatch.setattr(fused, "_KERNELS", {})
+    monkeypatch.setattr(codegen, "_KERNELS", {})
     monkeypatch.setattr(torch, "compile", broken_compile)
     pa, _ = run(SPECS[-1], {"lr": 0.01}, "loop", torch.float32, 5)
     with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler"):
@@ -609,7 +610,7 @@ def test_param_groups_of_many_sizes_share_one_compiled_kernel(monkeypatch):
     """Twelve groups of twelve sizes (one per layer, as layer-wise lr decay makes them) with
     the same configuration: one compiled program serves them all. With a static length each
     size was a recompile, and the ninth raised dynamo's recompile-limit error."""
-    monkeypatch.setattr(fused, "_KERNELS", {})
+    monkeypatch.setattr(codegen, "_KERNELS", {})
     pa, _ = _rmsprop_group_per_size(12, 3, engine="loop")
     torch._dynamo.utils.counters.clear()
     pb, opt = _rmsprop_group_per_size(12, 3)
@@ -620,7 +621,7 @@ def test_param_groups_of_many_sizes_share_one_compiled_kernel(monkeypatch):
 
 
 def _the_compiled_kernel():
-    (kernel,) = [k for k in fused._KERNELS.values() if isinstance(k, fused.CompiledKernel)]
+    (kernel,) = [k for k in codegen._KERNELS.values() if isinstance(k, codegen.CompiledKernel)]
     return kernel
 
 
@@ -628,13 +629,13 @@ def test_compiled_cpu_kernels_skip_dynamo_once_it_has_dispatched_a_signature(mon
     """The first call of each signature (bucket length, grad mode, threads) goes through dynamo;
     later calls run the graph it picked directly, with the same numbers to the bit. A new
     thread count is a new signature: dynamo sees it and recompiles, as its guards demand."""
-    monkeypatch.setattr(fused, "_KERNELS", {})
-    monkeypatch.setattr(fused, "DIRECT_CALLS", False)
+    monkeypatch.setattr(codegen, "_KERNELS", {})
+    monkeypatch.setattr(codegen, "DIRECT_CALLS", False)
     through_dynamo, _ = _rmsprop_group_per_size(3, 4)
     kernel = _the_compiled_kernel()
     assert kernel.direct == {}
 
-    monkeypatch.setattr(fused, "DIRECT_CALLS", True)
+    monkeypatch.setattr(codegen, "DIRECT_CALLS", True)
     dispatched = []
     compiled = kernel.compiled
 
@@ -667,7 +668,7 @@ def test_remembered_graphs_do_not_keep_old_flat_buffers_alive(monkeypatch):
     import gc
     import weakref
 
-    monkeypatch.setattr(fused, "_KERNELS", {})
+    monkeypatch.setattr(codegen, "_KERNELS", {})
     params, opt = _rmsprop_group_per_size(3, 3)
     kernel = _the_compiled_kernel()
     remembered = dict(kernel.direct)
@@ -691,7 +692,7 @@ def test_a_kernel_that_fails_to_recompile_runs_that_bucket_eagerly(monkeypatch, 
     opt = optimlab.RMSprop(params, lr=0.01, engine="fused")
     write_grads(params, 0)
     opt.step()
-    ((key, kernel),) = [(k, v) for k, v in fused._KERNELS.items() if k[3] == torch.float64][-1:]
+    ((key, kernel),) = [(k, v) for k, v in codegen._KERNELS.items() if k[3] == torch.float64][-1:]
     calls = []
 
     def flaky(*args):
@@ -700,8 +701,8 @@ def test_a_kernel_that_fails_to_recompile_runs_that_bucket_eagerly(monkeypatch, 
             raise FailOnRecompileLimitHit("recompile limit")
         return kernel(*args)
 
-    monkeypatch.setitem(fused._KERNELS, key, flaky)
-    fused._VERIFIED.add(flaky)
+    monkeypatch.setitem(codegen._KERNELS, key, flaky)
+    codegen._VERIFIED.add(flaky)
     expected = make_params(torch.float64)
     ref = optimlab.RMSprop(expected, lr=0.01, engine="loop")
     write_grads(expected, 0)
@@ -714,15 +715,15 @@ def test_a_kernel_that_fails_to_recompile_runs_that_bucket_eagerly(monkeypatch, 
     for a, b in zip(expected, params):
         torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
     assert opt.fused_stats["compile_failures"] == 1
-    assert fused._KERNELS[key] is flaky and len(calls) == 3
+    assert codegen._KERNELS[key] is flaky and len(calls) == 3
     assert any("recompile limit" in str(w.message) for w in recwarn)
 
 
 def test_kernel_source_is_straight_line():
-    rec = fused.RecordingOps(2)
-    ops_out = rec.sqrt([fused.Sym(1)])
-    rec.addcdiv_([fused.Sym(0)], [fused.Sym(1)], ops_out, -0.5)
-    source = fused.kernel_source(tuple(rec.program), 2)
+    rec = recording.RecordingOps(2)
+    ops_out = rec.sqrt([recording.Sym(1)])
+    rec.addcdiv_([recording.Sym(0)], [recording.Sym(1)], ops_out, -0.5)
+    source = codegen.kernel_source(tuple(rec.program), 2)
     assert "t2 = torch.sqrt(t1)" in source
     assert "t0.copy_(t0 + scalars[0] * (t1 / t2))" in source
     assert rec.values == [-0.5]
@@ -846,7 +847,7 @@ def test_large_gradients_stay_where_autograd_made_them(name, zero, monkeypatch):
     """With torch's fused kernels, a parameter from DIRECT_GRAD_MIN_NUMEL elements (lowered
     here) keeps the gradient autograd made: nothing is copied for it, the kernel sees runs of
     the flat buffers plus that gradient, and the weights equal torch.optim's."""
-    monkeypatch.setattr(fused, "DIRECT_GRAD_MIN_NUMEL", 64)
+    monkeypatch.setattr(storage, "DIRECT_GRAD_MIN_NUMEL", 64)
     cls = {"adamw": torch.optim.AdamW, "sgd": torch.optim.SGD, "adagrad": torch.optim.Adagrad}
     kwargs = {"sgd": {"momentum": 0.9}}.get(name, {})
     models = []
@@ -881,7 +882,7 @@ def test_large_gradients_stay_where_autograd_made_them(name, zero, monkeypatch):
 def test_a_switch_away_from_torchs_kernel_rebuilds_with_every_gradient_in_the_buffer(
     monkeypatch, eager_kernels
 ):
-    monkeypatch.setattr(fused, "DIRECT_GRAD_MIN_NUMEL", 64)
+    monkeypatch.setattr(storage, "DIRECT_GRAD_MIN_NUMEL", 64)
     torch.manual_seed(0)
     model = nn.Linear(16, 8).double()
     opt = optimlab.Adam(model.parameters(), lr=1e-2, amsgrad=True, engine="fused")

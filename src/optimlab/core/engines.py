@@ -19,6 +19,7 @@ from itertools import repeat
 import torch
 from torch import Tensor
 
+from optimlab.core import flat as storage
 from optimlab.core import fused
 from optimlab.core.tensorlist import (
     FOREACH,
@@ -135,7 +136,7 @@ def drop_flat(opt, index: int) -> None:
     flat = opt._flat.pop(index, None)
     if flat is not None:
         for bucket in flat:
-            fused.release_bucket(bucket)
+            storage.release_bucket(bucket)
 
 
 def release_all_flat(flat: dict) -> None:
@@ -143,7 +144,7 @@ def release_all_flat(flat: dict) -> None:
     optimizer is garbage-collected, so no gradient hook outlives it)."""
     for group_flat in flat.values():
         for bucket in group_flat:
-            fused.release_bucket(bucket)
+            storage.release_bucket(bucket)
     flat.clear()
 
 
@@ -173,11 +174,11 @@ def try_fused_step(opt, index: int, group: dict, info: dict) -> list[Tensor] | N
         if bucket.direct and not fused.torch_kernel_applies(opt, group, bucket.flat_param):
             drop_flat(opt, index)  # a switch changed: rebuild with every gradient in the buffer
             return None
-        status = fused.sync_grads(bucket, stats)
-        if status == fused.SYNC_MOVED:
+        status = storage.sync_grads(bucket, stats)
+        if status == storage.SYNC_MOVED:
             drop_flat(opt, index)  # someone replaced a parameter's storage: rebuild
             return None
-        if status == fused.SYNC_NONE:
+        if status == storage.SYNC_NONE:
             # A parameter of the buckets has no gradient (or a sparse one): this step runs
             # eagerly on the flat views, and the group is rebuilt at the next step, with
             # parameters that still have no gradient then (frozen since) left idle.
@@ -239,7 +240,7 @@ def maybe_build_buckets(opt, index: int, group: dict, engine: str) -> int:
         states.append(state)
     fusable, eager, reasons = [], [], []
     for p, state in zip(live, states):
-        reason = fused.unfusable_reason(p, state, keys)
+        reason = storage.unfusable_reason(p, state, keys)
         if reason is None:
             fusable.append((p, state))
         else:
@@ -256,7 +257,7 @@ def maybe_build_buckets(opt, index: int, group: dict, engine: str) -> int:
             bparams = [fparams[i] for i in idx]
             direct = fused.torch_kernel_applies(opt, group, bparams[0])
             buckets.append(
-                fused.build_bucket(bparams, [fstates[i] for i in idx], keys, direct_grads=direct)
+                storage.build_bucket(bparams, [fstates[i] for i in idx], keys, direct_grads=direct)
             )
     opt._flat[index] = FlatGroup(buckets, idle, eager, reasons)
     opt.fused_stats["rebuilds"] += 1
@@ -271,7 +272,7 @@ def _release_flat_views(p: Tensor, state: dict) -> None:
     """Give a parameter that leaves the flat buffers (it lost its gradient, or can no longer
     be fused) storage of its own, for its data and state: a view would keep a whole old flat
     buffer alive."""
-    if type(p) not in fused.PLAIN_TYPES or p.is_sparse:
+    if type(p) not in storage.PLAIN_TYPES or p.is_sparse:
         return
     with torch.no_grad():
         if not _owns_storage(p):

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from optimlab.core import fused
+from optimlab.core import flat as storage
 from optimlab.core.engines import (
     DEFERRED,
     ENGINES,
@@ -363,11 +363,11 @@ class Optimizer(torch.optim.Optimizer):
         for index, group in enumerate(self.param_groups):
             flat = self._flat.get(index)
             if flat is None:
-                fused.zero_grad_(group["params"], set_to_none)
+                storage.zero_grad_(group["params"], set_to_none)
                 continue
             for bucket in flat:
-                fused.zero_bucket_grads(bucket, set_to_none)
-            fused.zero_grad_(flat.idle + flat.eager, set_to_none)
+                storage.zero_bucket_grads(bucket, set_to_none)
+            storage.zero_grad_(flat.idle + flat.eager, set_to_none)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # Loaded state arrives as separate tensors; flat storage is rebuilt at the next step.

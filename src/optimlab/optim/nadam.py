@@ -91,5 +91,5 @@ class NAdam(Optimizer):
         # θ ← θ − (c₁·g + c₂·m)/D: one division per element instead of two, which is what
         # bounds the fused kernel once memory traffic is minimal.
         step = ops.mul(g, [(1.0 - a) / (1.0 - p) for a, p in zip(mu, prod)])
-        ops.add_scaled_(step, m, [b / (1.0 - p * b) for b, p in zip(mu_next, prod)])
+        ops.add_(step, m, [b / (1.0 - p * b) for b, p in zip(mu_next, prod)])
         ops.addcdiv_(params, step, denom, -lr)

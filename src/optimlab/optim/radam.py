@@ -112,7 +112,7 @@ class RAdam(Optimizer):
                 [params[i] for i in on], [m[i] for i in on], denom, [adaptive[i] for i in on]
             )
         if off:
-            ops.add_scaled_([params[i] for i in off], [m[i] for i in off], [plain[i] for i in off])
+            ops.add_([params[i] for i in off], [m[i] for i in off], [plain[i] for i in off])
         latest = max(range(len(steps)), key=steps.__getitem__)
         info["rectified"] = rectified[latest]
 

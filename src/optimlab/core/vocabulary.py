@@ -1,0 +1,213 @@
+"""The one vocabulary every engine speaks, declared once.
+
+An optimizer's formula calls operations on lists of tensors (``ops.lerp_(m, g, 1 - β1)``). Each
+operation is declared here once, as an :class:`Op`: its math as a Python expression over its
+tensors ``t0, t1, ...`` and scalars ``s0, s1, ...``, and optionally the native torch calls that
+compute the same thing faster for one tensor (``loop``) or a whole list (``foreach``). From
+this table come:
+
+* :class:`~optimlab.core.tensorlist.LoopOps`: the native call per tensor, or the math;
+* :class:`~optimlab.core.tensorlist.ForeachOps`: the ``torch._foreach_*`` call, or the loop;
+* :class:`~optimlab.core.tensorlist.DifferentiableOps`: the math, out of place (autograd);
+* :class:`~optimlab.core.recording.RecordingOps`: the math, written into the fused engine's
+  generated kernel.
+
+``tests/test_vocabulary.py`` runs every operation on every engine and holds them to each other.
+Adding an operation is one entry here (see docs/contributing.md).
+
+A scalar is one number for the whole list, or one per tensor (a list): bias corrections differ
+per tensor when some parameters skipped steps.
+
+Kinds: ``"elementwise"`` operations act on each element alone, so the fused engine can fuse any
+sequence of them into one pass over flat buffers. ``"reduction"`` operations reduce over a
+parameter's own elements (an RMS, the row and column means of a factored second moment),
+``"matrix"`` ones treat a parameter as a matrix (a product, Newton–Schulz); the fused engine
+runs those on batches of same-shape parameters (leading dimension: the batch), and every other
+engine gives them a batch of one. Their math is written for such a batch: ``_param_dims(t)`` are
+the dimensions of one parameter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+KINDS = ("elementwise", "reduction", "matrix")
+
+
+@dataclass(frozen=True)
+class Op:
+    """One operation of the vocabulary (see the module docstring)."""
+
+    name: str
+    math: str
+    tensors: int
+    scalars: tuple[str, ...] = ()
+    defaults: tuple = ()  # defaults of the trailing scalars
+    inplace: bool = False  # the result is written into the first tensor
+    kind: str = "elementwise"
+    loop: Callable | None = None  # native, one tensor (and its scalars) at a time
+    foreach: Callable | None = None  # native, whole lists (scalars as given: one or a list)
+    doc: str = ""
+
+    @property
+    def arity(self) -> int:
+        return self.tensors + len(self.scalars)
+
+
+def _param_dims(t: Tensor) -> tuple[int, ...]:
+    """The dimensions of one parameter in a batch ``[B, *shape]``."""
+    return tuple(range(1, t.dim()))
+
+
+def _rms(t: Tensor) -> Tensor:
+    """Root mean square of each parameter in a batch, shape ``[B, 1, ..., 1]``."""
+    dims = _param_dims(t)
+    if not dims:
+        return t.abs()
+    return torch.sqrt(torch.mean(t * t, dim=dims, keepdim=True))
+
+
+def _as_matrix(t: Tensor) -> Tensor:
+    """Each parameter of a batch as a matrix ``[out, rest]`` (conv weights: ``[out, in·kh·kw]``)."""
+    return t.reshape(t.shape[0], t.shape[1], -1) if t.dim() > 3 else t
+
+
+def _newton_schulz(g: Tensor, a, b, c, steps: int, eps, dtype: torch.dtype) -> Tensor:
+    """Newton–Schulz orthogonalisation of each matrix of a batch ``[B, m, n]``, computed in
+    ``dtype``: ``X ← X/max(‖X‖_F, eps)``, then ``steps`` times ``A = X·Xᵀ``,
+    ``X ← a·X + (b·A + c·A·A)·X`` on the wide orientation (``m ≤ n``); the result has ``g``'s
+    shape and ``dtype``. The quintic's coefficients (Jordan et al. 2024) push every singular
+    value into about [0.7, 1.2] in five steps."""
+    x = g.to(dtype)
+    tall = x.shape[-2] > x.shape[-1]
+    if tall:
+        x = x.mT
+    norm = torch.linalg.vector_norm(x, dim=(-2, -1), keepdim=True)
+    x = x / torch.clamp(norm, min=eps)
+    for _ in range(steps):
+        gram = x @ x.mT
+        x = a * x + (b * gram + c * (gram @ gram)) @ x
+    return x.mT if tall else x
+
+
+#: names available to an operation's math (and to the fused engine's generated kernels)
+MATH_NAMESPACE = {
+    "torch": torch,
+    "_param_dims": _param_dims,
+    "_rms": _rms,
+    "_as_matrix": _as_matrix,
+    "_newton_schulz": _newton_schulz,
+}
+
+
+def _add_foreach(xs, ys, a):
+    if isinstance(a, list):  # torch's foreach add has no per-tensor alpha
+        return torch._foreach_add(xs, torch._foreach_mul(ys, a))
+    return torch._foreach_add(xs, ys, alpha=a)
+
+
+def _add_foreach_(xs, ys, a):
+    if isinstance(a, list):
+        torch._foreach_add_(xs, torch._foreach_mul(ys, a))
+    else:
+        torch._foreach_add_(xs, ys, alpha=a)
+
+
+def _clamp_foreach_(xs, lo, hi):
+    torch._foreach_clamp_min_(xs, lo)
+    torch._foreach_clamp_max_(xs, hi)
+
+
+def _value_foreach(kernel):
+    """A foreach addcmul/addcdiv: torch takes one ``value=`` or a list positionally."""
+
+    def call(xs, ys, zs, v):
+        if isinstance(v, list):
+            return kernel(xs, ys, zs, v)
+        return kernel(xs, ys, zs, value=v)
+
+    return call
+
+
+E = "elementwise"
+VOCABULARY: tuple[Op, ...] = (
+    # -- new lists ---------------------------------------------------------------------------
+    Op("clone", "t0.clone()", 1, loop=torch.clone, foreach=lambda xs: torch._foreach_mul(xs, 1.0)),
+    Op("neg", "-t0", 1, loop=torch.neg, foreach=torch._foreach_neg),
+    Op("abs", "torch.abs(t0)", 1, loop=torch.abs, foreach=torch._foreach_abs),
+    Op("sign", "torch.sign(t0)", 1, loop=torch.sign, foreach=torch._foreach_sign),
+    Op("sqrt", "torch.sqrt(t0)", 1, loop=torch.sqrt, foreach=torch._foreach_sqrt),
+    Op("reciprocal", "torch.reciprocal(t0)", 1, loop=torch.reciprocal,
+       foreach=torch._foreach_reciprocal),
+    Op("add", "t0 + t1 * s0", 2, ("alpha",), (1.0,),
+       loop=lambda x, y, a: torch.add(x, y, alpha=a), foreach=_add_foreach),
+    Op("mul", "t0 * s0", 1, ("s",), loop=torch.mul, foreach=torch._foreach_mul),
+    Op("mul_tensors", "t0 * t1", 2, loop=torch.mul, foreach=torch._foreach_mul),
+    Op("div_tensors", "t0 / t1", 2, loop=torch.div, foreach=torch._foreach_div),
+    Op("addcmul", "t0 + s0 * (t1 * t2)", 3, ("value",),
+       loop=lambda x, y, z, v: torch.addcmul(x, y, z, value=v),
+       foreach=_value_foreach(torch._foreach_addcmul)),
+    Op("lerp", "t0 + s0 * (t1 - t0)", 2, ("weight",), loop=torch.lerp,
+       foreach=torch._foreach_lerp),
+    Op("maximum", "torch.maximum(t0, t1)", 2, loop=torch.maximum,
+       foreach=torch._foreach_maximum),
+    Op("clamp_min", "torch.clamp(t0, min=s0)", 1, ("lo",),
+       loop=lambda x, lo: torch.clamp(x, min=lo), foreach=torch._foreach_clamp_min),
+    # -- in place: the result is written into the first list ----------------------------------
+    Op("copy_", "t1", 2, inplace=True, loop=Tensor.copy_, foreach=torch._foreach_copy_),
+    Op("add_", "t0 + t1 * s0", 2, ("alpha",), (1.0,), inplace=True,
+       loop=lambda x, y, a: x.add_(y, alpha=a), foreach=_add_foreach_),
+    Op("add_scalar_", "t0 + s0", 1, ("s",), inplace=True, loop=Tensor.add_,
+       foreach=torch._foreach_add_),
+    Op("mul_", "t0 * s0", 1, ("s",), inplace=True, loop=Tensor.mul_,
+       foreach=torch._foreach_mul_),
+    Op("mul_tensors_", "t0 * t1", 2, inplace=True, loop=Tensor.mul_,
+       foreach=torch._foreach_mul_),
+    Op("div_", "t0 / s0", 1, ("s",), inplace=True, loop=Tensor.div_,
+       foreach=torch._foreach_div_),
+    Op("div_tensors_", "t0 / t1", 2, inplace=True, loop=Tensor.div_,
+       foreach=torch._foreach_div_),
+    Op("addcmul_", "t0 + s0 * (t1 * t2)", 3, ("value",), inplace=True,
+       loop=lambda x, y, z, v: x.addcmul_(y, z, value=v),
+       foreach=_value_foreach(torch._foreach_addcmul_)),
+    Op("addcdiv_", "t0 + s0 * (t1 / t2)", 3, ("value",), inplace=True,
+       loop=lambda x, y, z, v: x.addcdiv_(y, z, value=v),
+       foreach=_value_foreach(torch._foreach_addcdiv_)),
+    Op("lerp_", "t0 + s0 * (t1 - t0)", 2, ("weight",), inplace=True, loop=Tensor.lerp_,
+       foreach=torch._foreach_lerp_),
+    Op("sqrt_", "torch.sqrt(t0)", 1, inplace=True, loop=Tensor.sqrt_,
+       foreach=torch._foreach_sqrt_),
+    Op("maximum_", "torch.maximum(t0, t1)", 2, inplace=True,
+       loop=lambda x, y: torch.maximum(x, y, out=x), foreach=torch._foreach_maximum_),
+    Op("clamp_", "torch.clamp(t0, min=s0, max=s1)", 1, ("lo", "hi"), inplace=True,
+       loop=lambda x, lo, hi: x.clamp_(min=lo, max=hi), foreach=_clamp_foreach_),
+    Op("clamp_min_", "torch.clamp(t0, min=s0)", 1, ("lo",), inplace=True,
+       loop=lambda x, lo: x.clamp_(min=lo), foreach=torch._foreach_clamp_min_),
+    # -- over a parameter's elements (batched: one value per parameter of the batch) ---------
+    Op("rms", "_rms(t0)", 1, kind="reduction",
+       doc="√(mean(x²)) of each parameter, broadcastable against it"),
+    Op("row_mean_sq", "torch.mean(t0 * t0, dim=-1, keepdim=True)", 1, kind="reduction",
+       doc="mean of x² over the last dimension (a factored second moment's rows)"),
+    Op("col_mean_sq", "torch.mean(t0 * t0, dim=-2, keepdim=True)", 1, kind="reduction",
+       doc="mean of x² over the second-to-last dimension (its columns)"),
+    Op("row_mean", "torch.mean(t0, dim=-2, keepdim=True)", 1, kind="reduction",
+       doc="mean over the second-to-last dimension (a factor's normaliser)"),
+    # -- matrices --------------------------------------------------------------------------------
+    Op("matmul", "t0 @ t1", 2, kind="matrix"),
+    Op("as_matrix", "_as_matrix(t0)", 1, kind="matrix",
+       doc="each parameter as [out, rest] (conv weights flattened as Muon's authors do)"),
+    Op("reshape_as", "t0.reshape(t1.shape)", 2, kind="matrix",
+       doc="t0's elements in t1's shape (undoes as_matrix)"),
+)  # fmt: skip
+
+BY_NAME: dict[str, Op] = {op.name: op for op in VOCABULARY}
+
+
+def math_function(op: Op) -> Callable:
+    """The op's math as a Python function of its tensors and scalars (out of place)."""
+    args = [f"t{i}" for i in range(op.tensors)] + [f"s{i}" for i in range(len(op.scalars))]
+    return eval(f"lambda {', '.join(args)}: {op.math}", dict(MATH_NAMESPACE))  # noqa: S307

@@ -1,0 +1,143 @@
+"""The vocabulary, operation by operation: every engine computes the same thing.
+
+Each operation of :mod:`optimlab.core.vocabulary` runs on random inputs through the loop
+engine (torch's native call), the foreach engine (``torch._foreach_*``), the differentiable
+engine (the math out of place), and the fused engine's recording, generated as a kernel and run
+both eagerly and compiled; all agree with the operation's declared math.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from optimlab.core import codegen
+from optimlab.core.recording import RecordingOps, Sym
+from optimlab.core.tensorlist import FOREACH, LOOP, DifferentiableOps, ForeachOps, LoopOps
+from optimlab.core.vocabulary import BY_NAME, VOCABULARY, math_function
+
+SHAPES = ((3, 4), (5,), (2, 3, 4))
+SCALARS = {"alpha": 0.7, "s": 1.3, "value": -0.4, "weight": 0.25, "lo": -0.5, "hi": 0.6}
+
+
+def _inputs(op, seed=0, positive=False):
+    gen = torch.Generator().manual_seed(seed)
+    lists = []
+    for _ in range(op.tensors):
+        tensors = [torch.randn(s, generator=gen, dtype=torch.float64) for s in SHAPES]
+        if positive or op.name.startswith(("sqrt", "reciprocal", "div")):
+            tensors = [t.abs() + 0.5 for t in tensors]
+        lists.append(tensors)
+    if op.name in ("matmul",):  # square matrices, so any pair multiplies
+        lists = [[torch.randn(4, 4, generator=gen, dtype=torch.float64)] for _ in range(2)]
+    if op.name == "reshape_as":
+        lists = [[torch.randn(2, 6, generator=gen, dtype=torch.float64)], [torch.zeros(3, 4)]]
+    per_tensor = [[SCALARS[n] * (1 + 0.1 * i) for i in range(len(lists[0]))] for n in op.scalars]
+    return lists, per_tensor
+
+
+def _expected(op, lists, scalars):
+    math = math_function(op)
+    out = []
+    for i in range(len(lists[0])):
+        args = [lst[i] for lst in lists] + [s[i] for s in scalars]
+        if op.kind != "elementwise":
+            batched = [a[None] if j < op.tensors else a for j, a in enumerate(args)]
+            out.append(math(*batched)[0])
+        else:
+            out.append(math(*args))
+    return out
+
+
+def _run(ops, op, lists, scalars):
+    lists = [[t.clone() for t in lst] for lst in lists]
+    result = getattr(ops, op.name)(*lists, *scalars)
+    return lists[0] if op.inplace else result
+
+
+def _recorded(op, lists, scalars):
+    """The op recorded on one symbolic input per list and generated as a kernel, run per tensor
+    (the fused engine runs a program on a flat buffer, or a batch of same-shape parameters)."""
+    out = []
+    for i in range(len(lists[0])):
+        rec = RecordingOps(op.tensors)
+        syms = [[Sym(j)] for j in range(op.tensors)]
+        result = getattr(rec, op.name)(*syms, *(s[i] for s in scalars))
+        source = codegen.kernel_source(tuple(rec.program), op.tensors)
+        source += f"    return t{0 if op.inplace else result[0].index}\n"
+        namespace = dict(codegen.MATH_NAMESPACE)
+        exec(source, namespace)  # noqa: S102
+        inputs = [lst[i].clone() for lst in lists]
+        if op.kind != "elementwise":
+            inputs = [t[None] for t in inputs]
+        got = namespace["kernel"](inputs, torch.tensor(rec.values, dtype=torch.float64))
+        out.append(got[0] if op.kind != "elementwise" else got)
+    return out
+
+
+@pytest.mark.parametrize("op", VOCABULARY, ids=lambda op: op.name)
+def test_every_engine_computes_the_declared_math(op):
+    lists, scalars = _inputs(op)
+    expected = _expected(op, lists, scalars)
+    engines = {
+        "loop": _run(LOOP, op, lists, scalars),
+        "foreach": _run(FOREACH, op, lists, scalars),
+        "differentiable": _run(DifferentiableOps(set()), op, lists, scalars),
+        "recorded": _recorded(op, lists, scalars),
+    }
+    for name, got in engines.items():
+        assert len(got) == len(expected), name
+        for a, b in zip(got, expected):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=f"{op.name} on {name}")
+
+
+def test_one_compiled_kernel_of_every_elementwise_op_computes_the_declared_math():
+    """Every elementwise op recorded into one program (each on inputs of its own), generated,
+    compiled once with torch.compile and run: the results are the declared math's."""
+    ops = [op for op in VOCABULARY if op.kind == "elementwise"]
+    cases = [_inputs(op, seed=k) for k, op in enumerate(ops)]
+    inputs, first = [], []
+    for lists, _ in cases:
+        first.append(len(inputs))
+        inputs += [lst[0].clone() for lst in lists]
+    rec = RecordingOps(len(inputs))
+    outputs, expected = [], []
+    for op, (lists, scalars), base in zip(ops, cases, first):
+        syms = [[Sym(base + j)] for j in range(op.tensors)]
+        result = getattr(rec, op.name)(*syms, *(s[0] for s in scalars))
+        outputs.append(base if op.inplace else result[0].index)
+        expected.append(_expected(op, [lst[:1] for lst in lists], [s[:1] for s in scalars])[0])
+    source = codegen.kernel_source(tuple(rec.program), len(inputs))
+    source += "    return (" + ", ".join(f"t{o}" for o in outputs) + ",)\n"
+    namespace = dict(codegen.MATH_NAMESPACE)
+    exec(source, namespace)  # noqa: S102
+    kernel = torch.compile(namespace["kernel"], fullgraph=True)
+    got = kernel(inputs, torch.tensor(rec.values, dtype=torch.float64))
+    for a, b, op in zip(got, expected, ops):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=op.name)
+
+
+def test_foreach_uses_its_kernels_where_the_vocabulary_names_one():
+    """The foreach engine never silently inherits a per-tensor loop: an op with a
+    ``torch._foreach_*`` binding runs it."""
+    for op in VOCABULARY:
+        ours, loop = getattr(ForeachOps, op.name), getattr(LoopOps, op.name)
+        if op.foreach is not None:
+            assert ours is not loop, op.name
+        else:
+            assert ours is loop, op.name
+
+
+def test_every_engine_has_every_operation_and_nothing_else():
+    names = {op.name for op in VOCABULARY}
+    for cls in (LoopOps, ForeachOps, DifferentiableOps, RecordingOps):
+        assert all(callable(getattr(cls, n, None)) for n in names), cls.__name__
+    assert set(BY_NAME) == names and len(names) == len(VOCABULARY)
+
+
+def test_scalars_default_and_bind_by_keyword():
+    x, y = [torch.ones(3)], [torch.full((3,), 2.0)]
+    assert torch.equal(LOOP.add(x, y)[0], torch.full((3,), 3.0))  # alpha defaults to 1
+    assert torch.equal(FOREACH.add(x, y, alpha=0.5)[0], torch.full((3,), 2.0))
+    with pytest.raises(TypeError, match="missing scalar 's'"):
+        LOOP.mul(x)
