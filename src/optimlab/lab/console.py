@@ -75,13 +75,16 @@ def print_summary(results, console=None) -> None:
     """The ranking and summary tables, as rich tables on stdout."""
     from rich.table import Table
 
-    from optimlab.lab.formatting import ranking_table, summary_table
+    from optimlab.lab.formatting import RANKING_NOTE, edge_notes, ranking_table, summary_table
 
     console = console or stdout_console()
     header, rows = ranking_table(results)
-    table = Table(title="Ranking (mean of per-problem ranks; 1 is best)", title_justify="left")
+    table = Table(
+        title="Ranking", caption=RANKING_NOTE, title_justify="left", caption_justify="left"
+    )
     for name in header:
-        table.add_column(name, justify="right" if name in ("place", "mean rank") else "left")
+        numeric = name in ("place", "mean place", "AlgoPerf score")
+        table.add_column(name, justify="right" if numeric else "left")
     for row in rows:
         table.add_row(*row)
     console.print(table)
@@ -89,15 +92,16 @@ def print_summary(results, console=None) -> None:
     header, rows = summary_table(results)
     keep = list(range(len(header)))
     if console.width < 150:
-        # A narrow terminal: the columns that answer "which optimizer, which lr"; the report
-        # has the rest.
+        # A narrow terminal: the columns that answer "which optimizer, which lr" and why; the
+        # report has the rest.
         wanted = (
             "problem",
-            "rank",
+            "place",
             "optimizer",
             "best lr",
             "objective (mean ± std)",
-            "steps to target",
+            "vs leader [95% CI]",
+            "decided by",
         )
         keep = [header.index(name) for name in wanted]
     table = Table(title="Per problem (best setting, mean ± std over seeds)", title_justify="left")
@@ -110,6 +114,8 @@ def print_summary(results, console=None) -> None:
         previous = row[0]
         table.add_row(*(row[i] for i in keep))
     console.print(table)
+    for line in edge_notes(results):
+        console.print(line, markup=False, highlight=False)
 
 
 def error_line(message: str) -> None:
