@@ -90,29 +90,33 @@ def print_summary(results, console=None) -> None:
     console.print(table)
 
     header, rows = summary_table(results)
-    keep = list(range(len(header)))
-    if console.width < 150:
-        # A narrow terminal: the columns that answer "which optimizer, which lr" and why; the
-        # report has the rest.
-        wanted = (
-            "problem",
-            "place",
-            "optimizer",
-            "best lr",
-            "objective (mean ± std)",
-            "vs leader [95% CI]",
-            "decided by",
-        )
-        keep = [header.index(name) for name in wanted]
+    # The columns that answer "which optimizer, which lr, and how sure": the report has the
+    # rest, which a terminal gets only when it is wide enough to show them unfolded.
+    wanted = [
+        "problem",
+        "place",
+        "optimizer",
+        "best lr",
+        "objective (mean ± std)",
+        "vs leader [95% CI]",
+        "decided by",
+    ]
+    if console.width >= 200:
+        wanted = header
+    elif console.width >= 150:
+        wanted += ["steps to target", "trials"]
+    keep = [header.index(name) for name in wanted]
     table = Table(title="Per problem (best setting, mean ± std over seeds)", title_justify="left")
     for i in keep:
         table.add_column(header[i], overflow="fold")
     previous = None
     for row in rows:
-        if previous is not None and row[0] != previous:
+        first = row[0] != previous
+        if previous is not None and first:
             table.add_section()
         previous = row[0]
-        table.add_row(*(row[i] for i in keep))
+        # The problem's name once per section: the rows below belong to it.
+        table.add_row(*(row[i] if i or first else "" for i in keep))
     console.print(table)
     for line in edge_notes(results):
         console.print(line, markup=False, highlight=False)

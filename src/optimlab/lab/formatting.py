@@ -118,7 +118,14 @@ def summary_table(results, problem: str | None = None) -> tuple[list[str], list[
             ]
         )
     if problem is not None:
-        return SUMMARY_HEADER[1:], [row[1:] for row in rows]
+        # One problem has one objective: its name goes into the header, not every row.
+        labels = {c.objective_label for c in results.summaries() if c.problem == problem}
+        header = list(SUMMARY_HEADER[1:])
+        if len(labels) == 1:
+            (label,) = labels
+            header[header.index("objective (mean ± std)")] = f"{label} (mean ± std)"
+            rows = [[*row[:4], row[4].removeprefix(f"{label}: "), *row[5:]] for row in rows]
+        return header, [row[1:] for row in rows]
     return SUMMARY_HEADER, rows
 
 
@@ -158,12 +165,22 @@ def ranking_table(results) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+#: Columns of running text: they may wrap in HTML; every other cell stays on one line, so a
+#: number and its interval are never broken apart.
+WRAPPING = frozenset({"decided by", "how"})
+
+
 def html_table(header: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    kinds = ['<td class="wrap">' if h in WRAPPING else "<td>" for h in header]
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
+        "<tr>"
+        + "".join(f"{kind}{html.escape(c)}</td>" for kind, c in zip(kinds, row, strict=False))
+        + "</tr>"
+        for row in rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    table = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<div class="scroll">{table}</div>'
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:

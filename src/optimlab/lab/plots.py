@@ -137,6 +137,16 @@ def _band(ax, x, rows: np.ndarray, style: dict, log: bool, label: str | None = N
     return center
 
 
+def _tidy(ax) -> None:
+    """Small tick labels and no minor ticks: in a panel of a few centimetres they would only
+    crowd it (and building them is most of the drawing time of a small-multiples figure)."""
+    from matplotlib.ticker import NullLocator
+
+    ax.tick_params(labelsize=7)
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.yaxis.set_minor_locator(NullLocator())
+
+
 def _ordered_cells(results, problem: str):
     """The problem's cells in the order of its places."""
     return [c for c in results.summaries() if c.problem == problem]
@@ -178,7 +188,7 @@ def plot_loss_curves(results, problem: str):
         _panel_title(ax, cell, f"lr {_num(cell.lr)}")
         ax.set_yscale("log" if log else "linear")
         ax.grid(True, which="major", alpha=0.3)
-        ax.tick_params(labelsize=7)
+        _tidy(ax)
     fig.supxlabel("step", fontsize=9)
     fig.supylabel("train loss (running mean, ~10 steps)", fontsize=9)
     how = "geometric mean × / ÷ geometric std" if log else "mean ± std"
@@ -250,7 +260,7 @@ def plot_validation_curves(results, problem: str):
         _panel_title(ax, cell, f"final {_num(cell.objective_mean)}")
         ax.set_yscale("log" if log else "linear")
         ax.grid(True, which="major", alpha=0.3)
-        ax.tick_params(labelsize=7)
+        _tidy(ax)
     limits = _zoom(last, log)
     if limits is not None and axes:
         axes[0].set_ylim(*limits)  # shared by every panel
@@ -316,7 +326,9 @@ def plot_final_results(results, problem: str):
     ax.set_xscale("log" if log else "linear")
     direction = "higher" if objective.higher_is_better else "lower"
     label = cells[0].objective_label if cells else objective.label()
-    ax.set_xlabel(f"final {label} ({direction} is better)")
+    ax.set_xlabel(
+        f"{label if label.startswith('final') else 'final ' + label} ({direction} is better)"
+    )
     ax.set_title(f"{problem}: each seed (dots) and mean (bar), by place", fontsize=10)
     ax.grid(True, axis="x", alpha=0.3)
     if two:
@@ -386,7 +398,7 @@ def plot_lr_sensitivity(results, problem: str):
         ax.set_xscale("log")
         ax.set_yscale("log" if log else "linear")
         ax.grid(True, which="major", alpha=0.3)
-        ax.tick_params(labelsize=7)
+        _tidy(ax)
     direction = "higher" if objective.higher_is_better else "lower"
     fig.supxlabel("learning rate (shaded: beyond the problem's range)", fontsize=9)
     fig.supylabel(f"{objective.label()} after tuning run", fontsize=9)
@@ -454,7 +466,7 @@ def plot_lr_finder(items, title: str = "", ax=None):
         ax_i.set_title(f"{label} {suggestion}", fontsize=8.5, loc="left")
         ax_i.set_xscale("log")
         ax_i.grid(True, which="major", alpha=0.3)
-        ax_i.tick_params(labelsize=7)
+        _tidy(ax_i)
     _lr_finder_frame(axes[0], items)
     fig.supxlabel("learning rate (exponential sweep)", fontsize=9)
     fig.supylabel("train loss (smoothed)", fontsize=9)
@@ -493,7 +505,7 @@ def plot_performance_profiles(results):
         ax.set_xlim(1.0, TAU_MAX)
         ax.set_ylim(-0.04, 1.04)
         ax.grid(True, alpha=0.3)
-        ax.tick_params(labelsize=7)
+        _tidy(ax)
     fig.supxlabel("τ (time to target ÷ the fastest optimizer's)", fontsize=9)
     fig.supylabel("fraction of problems", fontsize=9)
     fig.suptitle(
@@ -592,7 +604,7 @@ def plot_trajectories(results, problem: str):
         ax.plot(path[:, 0], path[:, 1], lw=1.4, zorder=3, **styles[cell.optimizer])
         ax.plot(path[-1, 0], path[-1, 1], marker="o", ms=4, color=color, mec="black", zorder=4)
         _panel_title(ax, cell, f"lr {_num(cell.lr)}, loss {_num(cell.objective_mean)}")
-        ax.tick_params(labelsize=7)
+        _tidy(ax)
     fig.supxlabel("x", fontsize=9)
     fig.supylabel("y", fontsize=9)
     fig.suptitle(

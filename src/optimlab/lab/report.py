@@ -133,8 +133,10 @@ _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;
 max-width:1150px;padding:0 1em;color:#222;line-height:1.45}
 h1{margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
-table{border-collapse:collapse;font-size:.85em;margin:.8em 0}
-th,td{border:1px solid #ccc;padding:.3em .55em;text-align:left}
+table{border-collapse:collapse;font-size:.8em;margin:.8em 0}
+th,td{border:1px solid #ccc;padding:.25em .45em;text-align:left;vertical-align:top}
+td{white-space:nowrap}td.wrap{white-space:normal;min-width:14em}
+.scroll{overflow-x:auto}
 th{background:#f3f3f3}tr:nth-child(even) td{background:#fafafa}
 img{max-width:100%;height:auto;border:1px solid #eee;margin:.4em 0}
 .meta{color:#666;font-size:.85em}.note{color:#666;font-style:italic}
