@@ -75,7 +75,13 @@ def print_summary(results, console=None) -> None:
     """The ranking and summary tables, as rich tables on stdout."""
     from rich.table import Table
 
-    from optimlab.lab.formatting import RANKING_NOTE, edge_notes, ranking_table, summary_table
+    from optimlab.lab.formatting import (
+        RANKING_NOTE,
+        VERDICT_COLUMNS,
+        edge_notes,
+        ranking_table,
+        summary_table,
+    )
 
     console = console or stdout_console()
     header, rows = ranking_table(results)
@@ -92,15 +98,7 @@ def print_summary(results, console=None) -> None:
     header, rows = summary_table(results)
     # The columns that answer "which optimizer, which lr, and how sure": the report has the
     # rest, which a terminal gets only when it is wide enough to show them unfolded.
-    wanted = [
-        "problem",
-        "place",
-        "optimizer",
-        "best lr",
-        "objective (mean ± std)",
-        "vs leader [95% CI]",
-        "decided by",
-    ]
+    wanted = list(VERDICT_COLUMNS)
     if console.width >= 200:
         wanted = header
     elif console.width >= 150:

@@ -85,6 +85,10 @@ SUMMARY_HEADER = [
 ]
 
 
+#: The columns that answer "which optimizer, which lr, and how sure".
+VERDICT_COLUMNS = SUMMARY_HEADER[:7]
+
+
 def summary_table(results, problem: str | None = None) -> tuple[list[str], list[list[str]]]:
     """Header and rows: one row per problem × optimizer, best first within each problem;
     with ``problem``, that problem's rows only, without the problem column."""

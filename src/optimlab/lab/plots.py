@@ -48,16 +48,37 @@ def new_figure(width: float = 10.0, height: float = 4.2, ncols: int = 1):
     return fig, axes
 
 
+#: Margins of a small-multiples figure, in inches: room for the supertitle, two-line panel
+#: titles, the shared axis labels and the outer tick labels.
+_MARGINS = {"left": 0.8, "right": 0.15, "top": 0.78, "bottom": 0.55, "hspace": 0.5, "wspace": 0.15}
+
+
 def small_multiples(n: int, *, panel=(2.45, 1.9), ncols: int = NCOLS, sharey: bool = True):
     """A Figure with ``n`` panels in rows of ``ncols`` sharing their x axis (and y axis);
-    returns the figure and the ``n`` visible axes, row by row."""
+    returns the figure and the ``n`` visible axes, row by row.
+
+    The layout is fixed in inches rather than solved by matplotlib's constrained layout,
+    which with ten panels would take most of the time of drawing the figure.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    m = _MARGINS
     ncols = max(1, min(ncols, n))
     nrows = max(1, math.ceil(n / ncols))
-    fig = Figure(figsize=(panel[0] * ncols, panel[1] * nrows + 0.5), layout="constrained")
+    wspace = m["wspace"] if sharey else 0.45
+    width = m["left"] + m["right"] + panel[0] * ncols + wspace * (ncols - 1)
+    height = m["top"] + m["bottom"] + panel[1] * nrows + m["hspace"] * (nrows - 1)
+    fig = Figure(figsize=(width, height))
     FigureCanvasAgg(fig)
+    fig.subplots_adjust(
+        left=m["left"] / width,
+        right=1 - m["right"] / width,
+        bottom=m["bottom"] / height,
+        top=1 - m["top"] / height,
+        wspace=wspace / panel[0],
+        hspace=m["hspace"] / panel[1],
+    )
     grid = fig.subplots(nrows, ncols, sharex=True, sharey=sharey, squeeze=False)
     axes = list(grid.ravel())
     for k, ax in enumerate(axes):
@@ -66,6 +87,14 @@ def small_multiples(n: int, *, panel=(2.45, 1.9), ncols: int = NCOLS, sharey: bo
         elif k + ncols >= n:  # nothing visible below it: it carries the x tick labels
             ax.xaxis.set_tick_params(labelbottom=True)
     return fig, axes[:n]
+
+
+def _frame(fig, title: str, xlabel: str, ylabel: str) -> None:
+    """Supertitle and shared axis labels of a small-multiples figure, in its fixed margins."""
+    width, height = fig.get_size_inches()
+    fig.suptitle(title, fontsize=10, y=1 - 0.12 / height, va="top")
+    fig.supxlabel(xlabel, fontsize=9, y=0.05 / height, va="bottom")
+    fig.supylabel(ylabel, fontsize=9, x=0.08 / width, ha="left")
 
 
 def png_bytes(fig, dpi: int = 100) -> bytes:
@@ -157,6 +186,23 @@ def _panel_title(ax, cell, extra: str = "", color="black") -> None:
     ax.set_title(text + (f"\n{extra}" if extra else ""), fontsize=8.5, color=color, loc="left")
 
 
+def _series_panels(cells, series: dict, styles: dict, log: bool):
+    """One panel per cell that has a series ``(x, rows over seeds)``: the others' centre lines
+    in grey, then its own line and band. Returns the figure and ``[(ax, cell, (x, rows))]``."""
+    shown = [c for c in cells if c.optimizer in series]
+    fig, axes = small_multiples(max(1, len(shown)))
+    centers = {label: center_and_band(rows, log)[0] for label, (_, rows) in series.items()}
+    panels = []
+    for ax, cell in zip(axes, shown, strict=False):
+        for other, (x, _) in series.items():
+            if other != cell.optimizer:
+                ax.plot(x, centers[other], **_CONTEXT)
+        x, rows = series[cell.optimizer]
+        _band(ax, x, rows, styles[cell.optimizer], log)
+        panels.append((ax, cell, (x, rows)))
+    return fig, panels
+
+
 def _train_series(runs, key="smooth"):
     longest = max(runs, key=lambda r: len(r["curve"]["step"]))
     return np.asarray(longest["curve"]["step"]) + 1, _stack([r["curve"][key] for r in runs])
@@ -176,24 +222,19 @@ def plot_loss_curves(results, problem: str):
         if runs:
             series[cell.optimizer] = _train_series(runs)
     target = results.problem(problem).target
-    fig, axes = small_multiples(max(1, len(series)))
-    shown = [c for c in cells if c.optimizer in series]
-    for ax, cell in zip(axes, shown, strict=False):
-        for other, (x, rows) in series.items():
-            if other != cell.optimizer:
-                ax.plot(x, center_and_band(rows, log)[0], **_CONTEXT)
-        x, rows = series[cell.optimizer]
-        _band(ax, x, rows, styles[cell.optimizer], log)
+    fig, panels = _series_panels(cells, series, styles, log)
+    for ax, cell, _ in panels:
         ax.axhline(target, color="0.35", lw=0.8, ls=":", zorder=4)
         _panel_title(ax, cell, f"lr {_num(cell.lr)}")
         ax.set_yscale("log" if log else "linear")
         ax.grid(True, which="major", alpha=0.3)
         _tidy(ax)
-    fig.supxlabel("step", fontsize=9)
-    fig.supylabel("train loss (running mean, ~10 steps)", fontsize=9)
     how = "geometric mean × / ÷ geometric std" if log else "mean ± std"
-    fig.suptitle(
-        f"{problem}: training loss, {how} over seeds (dotted: target {target:g})", fontsize=10
+    _frame(
+        fig,
+        f"{problem}: training loss, {how} over seeds (dotted: target {target:g})",
+        "step",
+        "train loss (running mean, ~10 steps)",
     )
     return fig
 
@@ -240,14 +281,9 @@ def plot_validation_curves(results, problem: str):
             series[cell.optimizer] = (np.asarray(longest["step"]), _stack([e[key] for e in evs]))
             last += [e[key][-1] for e in evs if e[key]]
     log = key == "val_loss" and _use_log(last)
-    fig, axes = small_multiples(max(1, len(series)))
-    shown = [c for c in cells if c.optimizer in series]
-    for ax, cell in zip(axes, shown, strict=False):
-        for other, (x, rows) in series.items():
-            if other != cell.optimizer:
-                ax.plot(x, center_and_band(rows, log)[0], **_CONTEXT)
-        x, rows = series[cell.optimizer]
-        _band(ax, x, rows, styles[cell.optimizer], log)
+    fig, panels = _series_panels(cells, series, styles, log)
+    axes = [ax for ax, _, _ in panels]
+    for ax, cell, (x, rows) in panels:
         ax.plot(
             np.full(rows.shape[0], x[-1]),
             rows[:, -1],
@@ -265,11 +301,11 @@ def plot_validation_curves(results, problem: str):
     if limits is not None and axes:
         axes[0].set_ylim(*limits)  # shared by every panel
     name = results.problem(problem).metric if key == "val_metric" else "loss"
-    fig.supxlabel("step", fontsize=9)
-    fig.supylabel(f"validation {name}", fontsize=9)
-    fig.suptitle(
+    _frame(
+        fig,
         f"{problem}: validation {name}, zoomed to the final values of every seed (dots)",
-        fontsize=10,
+        "step",
+        f"validation {name}",
     )
     return fig
 
@@ -400,12 +436,12 @@ def plot_lr_sensitivity(results, problem: str):
         ax.grid(True, which="major", alpha=0.3)
         _tidy(ax)
     direction = "higher" if objective.higher_is_better else "lower"
-    fig.supxlabel("learning rate (shaded: beyond the problem's range)", fontsize=9)
-    fig.supylabel(f"{objective.label()} after tuning run", fontsize=9)
-    fig.suptitle(
+    _frame(
+        fig,
         f"{problem}: lr sensitivity ({direction} is better; large dot: chosen, mean over "
         "seeds; × diverged)",
-        fontsize=10,
+        "learning rate (shaded: beyond the problem's range)",
+        f"{objective.label()} after tuning run",
     )
     return fig
 
@@ -468,10 +504,13 @@ def plot_lr_finder(items, title: str = "", ax=None):
         ax_i.grid(True, which="major", alpha=0.3)
         _tidy(ax_i)
     _lr_finder_frame(axes[0], items)
-    fig.supxlabel("learning rate (exponential sweep)", fontsize=9)
-    fig.supylabel("train loss (smoothed)", fontsize=9)
     head = f"{title}: " if title else ""
-    fig.suptitle(f"{head}lr range test (dot: suggestion, rule: {method})", fontsize=10)
+    _frame(
+        fig,
+        f"{head}lr range test (dot: suggestion, rule: {method})",
+        "learning rate (exponential sweep)",
+        "train loss (smoothed)",
+    )
     return fig
 
 
@@ -506,12 +545,12 @@ def plot_performance_profiles(results):
         ax.set_ylim(-0.04, 1.04)
         ax.grid(True, alpha=0.3)
         _tidy(ax)
-    fig.supxlabel("τ (time to target ÷ the fastest optimizer's)", fontsize=9)
-    fig.supylabel("fraction of problems", fontsize=9)
-    fig.suptitle(
+    _frame(
+        fig,
         f"Performance profiles over {len(problems)} problem(s): solid by seconds (scored, "
         "AlgoPerf), dashed by steps; title: overall place and score",
-        fontsize=10,
+        "τ (time to target ÷ the fastest optimizer's)",
+        "fraction of problems",
     )
     return fig
 
@@ -585,6 +624,8 @@ def trajectory_paths(results, problem: str) -> dict[str, np.ndarray]:
 def plot_trajectories(results, problem: str):
     """Contour plots of the function, one panel per optimizer with its path at its tuned lr
     (the other paths in grey), so paths that coincide stay visible."""
+    from matplotlib.ticker import MaxNLocator
+
     prob = results.problem(problem)
     paths = trajectory_paths(results, problem)
     cells = [c for c in _ordered_cells(results, problem) if c.optimizer in paths]
@@ -605,11 +646,14 @@ def plot_trajectories(results, problem: str):
         ax.plot(path[-1, 0], path[-1, 1], marker="o", ms=4, color=color, mec="black", zorder=4)
         _panel_title(ax, cell, f"lr {_num(cell.lr)}, loss {_num(cell.objective_mean)}")
         _tidy(ax)
-    fig.supxlabel("x", fontsize=9)
-    fig.supylabel("y", fontsize=9)
-    fig.suptitle(
+        # The panels end exactly at the function's bounds: without its end labels, one
+        # panel's last tick label cannot run into the next one's first.
+        ax.xaxis.set_major_locator(MaxNLocator(4, steps=[1, 2, 5, 10], prune="both"))
+    _frame(
+        fig,
         f"{problem}: paths at the tuned learning rates (★ minimum, ● start; grey: the others)",
-        fontsize=10,
+        "x",
+        "y",
     )
     return fig
 

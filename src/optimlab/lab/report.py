@@ -344,12 +344,24 @@ def _meta(results) -> str:
 
 
 def _json_summary(results) -> dict[str, Any]:
+    from optimlab.lab.stats import CONFIDENCE, TAU_MAX
+
     return _finite(
         {
             "sweep_id": results.sweep_id,
             "kind": results.kind,
             "plan": results.plan,
             "ranking": results.ranking(),
+            "verdict": {
+                "place": "1 + the number of optimizers better by a Welch interval",
+                "confidence": CONFIDENCE,
+                "overall_place": "mean of the per-problem places",
+                "profiles": {
+                    "tau_max": TAU_MAX,
+                    "times": {m: results.profile_times(m) for m in ("seconds", "steps")},
+                    "scores": {m: results.profile_scores(m) for m in ("seconds", "steps")},
+                },
+            },
             "cells": results.to_records(),
         }
     )
