@@ -127,6 +127,27 @@ def test_python_compare_without_report(tmp_path):
     assert [c.optimizer for c in results.summaries()] and results.ranking()[0]["place"] == 1
 
 
+def test_two_spellings_of_one_optimizer_share_a_place(tmp_path):
+    # The same configuration, hence the same runs and numbers: neither may be placed above the
+    # other (no hidden tie-break), on a deterministic problem as on one with seeds.
+    results = compare(
+        ["ill_conditioned", "linear_regression"],
+        ["momentum", "sgd:momentum=0.9"],
+        budget=2,
+        seeds=2,
+        steps=20,
+        workers=1,
+        out_dir=tmp_path,
+        lr_find=False,
+        report=False,
+    )
+    assert {(c.problem, c.place_text) for c in results.summaries()} == {
+        ("ill_conditioned", "1="),
+        ("linear_regression", "1="),
+    }
+    assert [row["place"] for row in results.ranking()] == [1, 1]
+
+
 def test_a_best_lr_at_the_edge_grows_the_grid_then_is_flagged(tmp_path, capsys):
     # A range far too low for the quadratic: the best lr is the largest tried, the grid grows
     # by its own step (a decade) up to --grid-extend points, and the best is still the last.

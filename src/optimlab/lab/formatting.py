@@ -153,7 +153,8 @@ def edge_notes(results) -> list[str]:
 RANKING_NOTE = (
     "place: by the mean of the per-problem places (1 is best, '=' marks a shared place); "
     "AlgoPerf score: the performance profile of time to target integrated over τ ∈ [1, 4] "
-    "(1 is best), shown beside the place, not used for it"
+    "(1 is best), shown beside the place, not used for it (rows that share a place are "
+    "listed by it)"
 )
 
 

@@ -94,11 +94,12 @@ the Welch interval. An interval that contains 0 means the data cannot tell the t
 With three seeds intervals are wide: a difference of a few tenths of a percent in accuracy
 is usually noise.</li>
 <li><b>Ranking</b>: the overall place is by the mean of the per-problem places (equal means
-share a place). The <b>AlgoPerf score</b> beside it is the MLCommons AlgoPerf benchmark
-score: for each problem the time to reach the target (median over seeds, a seed that never
-reaches it counts as never), divided by the fastest optimizer's; the performance profile is
-the fraction of problems reached within τ × the fastest time, and the score its average over
-τ from 1 to {TAU_MAX:g} (1: fastest everywhere; 0: never within {TAU_MAX:g} × the fastest).
+share a place; such rows are listed by their AlgoPerf score). The <b>AlgoPerf score</b>
+beside it is the MLCommons AlgoPerf benchmark score: for each problem the time to reach
+the target (median over seeds, a seed that never reaches it counts as never), divided by the
+fastest optimizer's; the performance profile is the fraction of problems reached within τ ×
+the fastest time, and the score its average over τ from 1 to {TAU_MAX:g} (1: fastest
+everywhere; 0: never within {TAU_MAX:g} × the fastest).
 Place and score answer different questions: how good the result is, and how soon the
 target is reached.</li>
 <li><b>Best lr</b>: "(high edge)" or "(low edge)" flags a learning rate that is still the
