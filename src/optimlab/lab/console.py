@@ -89,7 +89,7 @@ def print_summary(results, console=None) -> None:
         title="Ranking", caption=RANKING_NOTE, title_justify="left", caption_justify="left"
     )
     for name in header:
-        numeric = name in ("place", "mean place", "AlgoPerf score")
+        numeric = name in ("place", "mean place", "AlgoPerf score", "by steps")
         table.add_column(name, justify="right" if numeric else "left")
     for row in rows:
         table.add_row(*row)

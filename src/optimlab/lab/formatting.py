@@ -152,21 +152,27 @@ def edge_notes(results) -> list[str]:
 #: What the ranking's place column is decided by, said wherever the table is shown.
 RANKING_NOTE = (
     "place: by the mean of the per-problem places (1 is best, '=' marks a shared place); "
-    "AlgoPerf score: the performance profile of time to target integrated over τ ∈ [1, 4] "
-    "(1 is best), shown beside the place, not used for it (rows that share a place are "
+    "AlgoPerf score: the performance profile of the seconds to target integrated over "
+    "τ ∈ [1, 4] (1 is best; 'by steps': the same with steps, which do not vary with the "
+    "machine's load), shown beside the place, not used for it (rows that share a place are "
     "listed by it)"
 )
 
 
+def _score(value: float) -> str:
+    # Scores lie in [0, 1]: a fixed three decimals keep the column aligned.
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.3f}"
+
+
 def ranking_table(results) -> tuple[list[str], list[list[str]]]:
     problems = results.problem_names
-    header = ["place", "optimizer", "mean place", "AlgoPerf score", *problems]
+    header = ["place", "optimizer", "mean place", "AlgoPerf score", "by steps", *problems]
     rows = []
     for row in results.ranking():
         places = [row["places"].get(p, "—") for p in problems]
         place = f"{row['place']}=" if row["shared"] else str(row["place"])
-        score = num(row["profile_score"], 3)
-        rows.append([place, row["optimizer"], f"{row['mean_rank']:.2f}", score, *places])
+        scores = [_score(row["profile_score"]), _score(row["profile_score_steps"])]
+        rows.append([place, row["optimizer"], f"{row['mean_rank']:.2f}", *scores, *places])
     return header, rows
 
 

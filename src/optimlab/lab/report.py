@@ -99,7 +99,9 @@ beside it is the MLCommons AlgoPerf benchmark score: for each problem the time t
 the target (median over seeds, a seed that never reaches it counts as never), divided by the
 fastest optimizer's; the performance profile is the fraction of problems reached within τ ×
 the fastest time, and the score its average over τ from 1 to {TAU_MAX:g} (1: fastest
-everywhere; 0: never within {TAU_MAX:g} × the fastest).
+everywhere; 0: never within {TAU_MAX:g} × the fastest). "By steps" is the same score with
+steps instead of seconds: seconds include each optimizer's cost per step but vary with the
+machine's load from run to run, steps do not.
 Place and score answer different questions: how good the result is, and how soon the
 target is reached.</li>
 <li><b>Best lr</b>: "(high edge)" or "(low edge)" flags a learning rate that is still the

@@ -287,7 +287,8 @@ class Results:
 
     def ranking(self) -> list[dict[str, Any]]:
         """Overall ranking: by the mean of the per-problem places (1 is best; equal means
-        share a place), with the AlgoPerf performance-profile score beside it."""
+        share a place), with the AlgoPerf performance-profile score beside it (by seconds,
+        AlgoPerf's measure, and by steps, which does not vary with the machine's load)."""
         per: dict[str, dict[str, int]] = {}
         texts: dict[str, dict[str, str]] = {}
         for cell in self.summaries():
@@ -295,6 +296,7 @@ class Results:
             texts.setdefault(cell.optimizer, {})[cell.problem] = cell.place_text
         problems = self.problem_names
         scores = self.profile_scores()
+        by_steps = self.profile_scores("steps")
         rows = []
         for label, places in per.items():
             # A problem on which the optimizer has no result counts as last place.
@@ -304,6 +306,7 @@ class Results:
                     "optimizer": label,
                     "mean_rank": statistics.fmean(full),
                     "profile_score": scores.get(label, math.nan),
+                    "profile_score_steps": by_steps.get(label, math.nan),
                     "ranks": dict(places),
                     "places": dict(texts[label]),
                     "_sum": sum(full),
