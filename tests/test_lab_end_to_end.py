@@ -111,18 +111,23 @@ def test_python_api_results(compared):
     assert "digits_mlp" in repr(results) and "<table>" in results._repr_html_()
 
 
-def test_python_compare_without_report(tmp_path):
-    results = compare(
-        ["ill_conditioned"],
-        ["sgd", "nesterov"],
+def _tiny_compare(out, problems, optimizers, *, seeds, steps):
+    """A comparison of a few hundred milliseconds, in this process, without a report."""
+    return compare(
+        problems,
+        optimizers,
         budget=2,
-        seeds=1,
-        steps=30,
+        seeds=seeds,
+        steps=steps,
         workers=1,
-        out_dir=tmp_path,
+        out_dir=out,
         lr_find=False,
         report=False,
     )
+
+
+def test_python_compare_without_report(tmp_path):
+    results = _tiny_compare(tmp_path, ["ill_conditioned"], ["sgd", "nesterov"], seeds=1, steps=30)
     assert not (tmp_path / "report.html").exists()
     assert [c.optimizer for c in results.summaries()] and results.ranking()[0]["place"] == 1
 
@@ -130,16 +135,12 @@ def test_python_compare_without_report(tmp_path):
 def test_two_spellings_of_one_optimizer_share_a_place(tmp_path):
     # The same configuration, hence the same runs and numbers: neither may be placed above the
     # other (no hidden tie-break), on a deterministic problem as on one with seeds.
-    results = compare(
+    results = _tiny_compare(
+        tmp_path,
         ["ill_conditioned", "linear_regression"],
         ["momentum", "sgd:momentum=0.9"],
-        budget=2,
         seeds=2,
         steps=20,
-        workers=1,
-        out_dir=tmp_path,
-        lr_find=False,
-        report=False,
     )
     assert {(c.problem, c.place_text) for c in results.summaries()} == {
         ("ill_conditioned", "1="),
