@@ -50,6 +50,13 @@ def test_compare_writes_a_report_with_every_section(compared, capsys):
         assert (compared / "figures" / f"{name}.png").stat().st_size > 1000
     summary = json.loads((compared / "report.json").read_text())
     assert {row["optimizer"] for row in summary["ranking"]} == {"sgd", "momentum", "adam"}
+    for row in summary["ranking"]:
+        assert 0 <= row["profile_score"] <= 1 and set(row["places"]) == set(row["ranks"])
+    # The verdict explains itself: the rule, the interval and what the place column uses.
+    assert "Welch t interval" in html and "vs leader [95% CI]" in html
+    assert "AlgoPerf score" in html and "not used for it" in html
+    for name in ("performance-profiles", "final-digits_mlp", "validation-digits_mlp"):
+        assert (compared / "figures" / f"{name}.png").stat().st_size > 1000
 
 
 def test_compare_reran_takes_everything_from_the_store(compared, capsys):
@@ -93,28 +100,72 @@ def test_python_api_results(compared):
     row = next(r for r in records if r["problem"] == "digits_mlp" and r["optimizer"] == "adam")
     assert 0 <= row["val_metric_mean"] <= 1 and row["seeds"] == 2 and row["tuning_trials"] == 3
     assert row["state_bytes_per_param"] > 7  # two float32 moments
-    assert {r["rank"] for r in records if r["problem"] == "rosenbrock"} == {1, 2, 3}
+    # Rosenbrock is deterministic: one exact number each, so three distinct places.
+    assert {r["place"] for r in records if r["problem"] == "rosenbrock"} == {1, 2, 3}
+    assert all(r["decided_by"].startswith("exact") for r in records if r["problem"] == "rosenbrock")
     runs = results.run_records()
     assert {r["role"] for r in runs} == {"tune", "final"}
     fig = results.plot_loss_curves("digits_mlp")
-    assert fig.axes[0].get_xlabel() == "step"
+    assert fig.get_supxlabel() == "step"
+    assert len([ax for ax in fig.axes if ax.get_visible()]) == 3  # one panel per optimizer
     assert "digits_mlp" in repr(results) and "<table>" in results._repr_html_()
 
 
-def test_python_compare_without_report(tmp_path):
-    results = compare(
-        ["ill_conditioned"],
-        ["sgd", "nesterov"],
+def _tiny_compare(out, problems, optimizers, *, seeds, steps):
+    """A comparison of a few hundred milliseconds, in this process, without a report."""
+    return compare(
+        problems,
+        optimizers,
         budget=2,
-        seeds=1,
-        steps=30,
+        seeds=seeds,
+        steps=steps,
         workers=1,
-        out_dir=tmp_path,
+        out_dir=out,
         lr_find=False,
         report=False,
     )
+
+
+def test_python_compare_without_report(tmp_path):
+    results = _tiny_compare(tmp_path, ["ill_conditioned"], ["sgd", "nesterov"], seeds=1, steps=30)
     assert not (tmp_path / "report.html").exists()
     assert [c.optimizer for c in results.summaries()] and results.ranking()[0]["place"] == 1
+
+
+def test_two_spellings_of_one_optimizer_share_a_place(tmp_path):
+    # The same configuration, hence the same runs and numbers: neither may be placed above the
+    # other (no hidden tie-break), on a deterministic problem as on one with seeds.
+    results = _tiny_compare(
+        tmp_path,
+        ["ill_conditioned", "linear_regression"],
+        ["momentum", "sgd:momentum=0.9"],
+        seeds=2,
+        steps=20,
+    )
+    assert {(c.problem, c.place_text) for c in results.summaries()} == {
+        ("ill_conditioned", "1="),
+        ("linear_regression", "1="),
+    }
+    assert [row["place"] for row in results.ranking()] == [1, 1]
+
+
+def test_a_best_lr_at_the_edge_grows_the_grid_then_is_flagged(tmp_path, capsys):
+    # A range far too low for the quadratic: the best lr is the largest tried, the grid grows
+    # by its own step (a decade) up to --grid-extend points, and the best is still the last.
+    args = ["compare", "-p", "ill_conditioned", "-o", "sgd", "--lr-range", "1e-7,1e-6"]
+    args += ["--budget", "2", "--grid-extend", "2", "--steps", "30", "--out", str(tmp_path)]
+    assert main([*args, "--workers", "1", "--no-progress", "--no-lr-find"]) == 0
+    out = capsys.readouterr().out
+    assert "Edge: sgd on ill_conditioned: best lr 0.0001 is the largest tried" in out
+    assert "after growing the grid by 2" in out
+    from optimlab.lab import Results
+
+    (cell,) = Results.load(tmp_path).summaries()
+    assert cell.lr_edge == "high" and cell.lr_grid_added == {"low": 0, "high": 2}
+    lrs = sorted(lr for lr, _ in cell.sensitivity)
+    assert lrs == pytest.approx([1e-7, 1e-6, 1e-5, 1e-4])
+    html = (tmp_path / "report.html").read_text()
+    assert "0.0001 (high edge)" in html and "2+2" in html and "Edge: sgd on ill_conditioned" in html
 
 
 def test_lr_find_command(tmp_path, capsys):

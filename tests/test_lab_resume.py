@@ -12,7 +12,10 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-# 2 optimizers × (4 tuning runs + 2 more seeds) = 12 runs of a few tenths of a second each.
+# A range far below both optimizers' best learning rates: each grid of 3 grows past its top
+# edge, one point at a time, by the full --grid-extend of 3. 2 optimizers × (3 + 3 tuning
+# runs + 2 more seeds) = 16 runs of a few tenths of a second each; the kill may land while a
+# grid is growing, and the resumed sweep must grow it the same way.
 ARGS = [
     "compare",
     "-p",
@@ -21,16 +24,20 @@ ARGS = [
     "sgd",
     "adam",
     "--budget",
-    "4",
+    "3",
+    "--lr-range",
+    "1e-4,1e-3",
+    "--grid-extend",
+    "3",
     "--seeds",
     "3",
     "--steps",
-    "400",
+    "300",
     "--no-lr-find",
     "--no-report",
     "--no-progress",
 ]
-TOTAL_RUNS = 12
+TOTAL_RUNS = 16
 
 
 def _rows(db):
@@ -71,6 +78,12 @@ def test_sigkill_mid_sweep_then_resume(tmp_path, workers):
     # The runs finished before the kill are the same rows: same ids, same timestamps and wall
     # times, i.e. not recomputed.
     assert set(kept) <= set(after)
+
+    # Both grids grew by their whole extension, the same as an uninterrupted sweep would.
+    from optimlab.lab import Results
+
+    cells = Results.load(out).summaries()
+    assert [c.lr_grid_added for c in cells] == [{"low": 0, "high": 3}] * 2
 
     # A third run of the same command has nothing left to do.
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)

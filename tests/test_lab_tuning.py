@@ -1,5 +1,6 @@
 """Tuners: the log grid, the Optuna search and its recovery of interrupted trials."""
 
+import math
 import os
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import pytest
 
 from optimlab.lab.errors import LabError
 from optimlab.lab.objective import Objective
-from optimlab.lab.tuning import GridTuner, OptunaTuner, grid_lrs, search_params
+from optimlab.lab.tuning import GridTuner, OptunaTuner, grid_lrs, lr_edge, search_params
 
 
 def _record(loss, metric=None, diverged=False):
@@ -102,3 +103,67 @@ def test_optuna_trial_of_a_killed_process_is_run_again(tmp_path):
             second.record(tok, hp, _record(1.0))
         adopted = []
     assert [t.state.name for t in second.study.trials] == ["COMPLETE"] * 3
+
+
+def _accuracy_peaking_at(peak):
+    """A record whose accuracy falls off with the distance (in decades) from ``peak``."""
+
+    def record(lr):
+        return _record(1.0, metric=1.0 - 0.1 * abs(math.log10(lr / peak)))
+
+    return record
+
+
+def _run(tuner, record):
+    tried = []
+    while not tuner.done():
+        pending = tuner.pending()
+        assert pending, "not done, yet nothing to run"
+        for token, hp in pending:
+            tried.append(hp["lr"])
+            tuner.record(token, hp, record(hp["lr"]))
+    return tried
+
+
+def test_grid_grows_past_the_high_edge_by_its_own_log_step():
+    # Grid 1e-3, 1e-2, 1e-1 (a decade per step); the optimum at 3 is beyond the top.
+    tuner = GridTuner(grid_lrs(1e-3, 1e-1, 3), {}, Objective(metric="accuracy"), extend=3)
+    tried = _run(tuner, _accuracy_peaking_at(3.0))
+    # 1 and 10 are added one at a time; 10 is worse than 1, so the grid stops there.
+    assert tried == pytest.approx([1e-3, 1e-2, 1e-1, 1.0, 10.0])
+    assert tuner.best()["lr"] == pytest.approx(1.0)
+    assert tuner.added == {"low": 0, "high": 2} and tuner.size == 5
+
+
+def test_grid_grows_past_the_low_edge_and_stops_at_its_limit():
+    tuner = GridTuner(grid_lrs(1e-2, 1.0, 3), {"momentum": 0.9}, Objective(metric=None), extend=2)
+    # A loss that keeps falling with the learning rate: the best stays at the low edge.
+    tried = _run(tuner, lambda lr: _record(lr))
+    assert tried == pytest.approx([1e-2, 1e-1, 1.0, 1e-3, 1e-4])
+    assert tuner.added == {"low": 2, "high": 0}
+    assert lr_edge(tried, tuner.best()["lr"]) == "low"  # still at the edge: flagged
+
+
+def test_grid_extension_does_not_depend_on_the_order_results_arrive_in():
+    def run(order):
+        tuner = GridTuner(grid_lrs(1e-3, 1e-1, 3), {}, Objective(metric="accuracy"), extend=3)
+        record = _accuracy_peaking_at(3.0)
+        pending = tuner.pending()
+        for i in order:
+            token, hp = pending[i]
+            tuner.record(token, hp, record(hp["lr"]))
+        return _run(tuner, record)
+
+    assert run([0, 1, 2]) == run([2, 0, 1]) == pytest.approx([1.0, 10.0])
+
+
+def test_grid_without_extension_or_with_one_point_stays_as_it_is():
+    tuner = GridTuner([0.01, 0.1], {}, Objective(metric=None), extend=0)
+    assert _run(tuner, lambda lr: _record(lr)) == [0.01, 0.1]
+    single = GridTuner([0.05], {}, Objective(metric=None), extend=3)  # a fixed lr
+    assert _run(single, lambda lr: _record(lr)) == [0.05]
+    assert lr_edge([0.05], 0.05) is None
+    assert lr_edge([0.01, 0.1, 1.0], 0.1) is None
+    assert lr_edge([0.01, 0.1, 1.0], 1.0) == "high"
+    with pytest.raises(LabError):
+        GridTuner([0.01], {}, Objective(metric=None), extend=-1)

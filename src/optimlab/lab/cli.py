@@ -59,14 +59,34 @@ def split_specs(values: Sequence[str] | str | None) -> list[str]:
     return out
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _int_at_least(minimum: int, what: str):
+    """An argparse type: an int of at least ``minimum``, refused with ``what`` it must be."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_at_least(1, "a positive integer")
+_count = _int_at_least(0, "a whole number, 0 or more")
+
+
+def _add_grid_extend(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--grid-extend",
+        type=_count,
+        default=None,
+        metavar="N",
+        help="while the best lr lies at an edge of the grid, grow the grid on that side by "
+        "one log step, at most N points in all (default 3; --quick 1; 0: never)",
+    )
 
 
 def _positive_float(text: str) -> float:
@@ -218,6 +238,7 @@ def _add_compare(sub) -> None:
         help="Optuna storage URL (default: sqlite:///OUT/lab.db)",
     )
     p.add_argument("--no-lr-find", action="store_true", help="skip the lr range tests")
+    _add_grid_extend(p)
     _add_common(p)
     p.set_defaults(func=_run_compare)
 
@@ -262,6 +283,7 @@ def _run_compare(args) -> int:
         hparams=args.hparams,
         storage=args.storage,
         lr_find=not args.no_lr_find,
+        grid_extend=args.grid_extend,
         **_sweep_kwargs(args),
     )
     return _finish(results, args)
@@ -373,6 +395,7 @@ def _add_trajectories(sub) -> None:
         default=None,
         help=f"learning rates tried per optimizer (default {TRAJECTORY_BUDGET})",
     )
+    _add_grid_extend(p)
     _add_common(p)
     p.set_defaults(func=_run_trajectories)
 
@@ -384,6 +407,7 @@ def _run_trajectories(args) -> int:
         split_specs(args.functions),
         split_specs(args.optimizers),
         budget=args.budget,
+        grid_extend=args.grid_extend,
         **_sweep_kwargs(args),
     )
     return _finish(results, args)

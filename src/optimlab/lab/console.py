@@ -75,41 +75,49 @@ def print_summary(results, console=None) -> None:
     """The ranking and summary tables, as rich tables on stdout."""
     from rich.table import Table
 
-    from optimlab.lab.formatting import ranking_table, summary_table
+    from optimlab.lab.formatting import (
+        RANKING_NOTE,
+        VERDICT_COLUMNS,
+        edge_notes,
+        ranking_table,
+        summary_table,
+    )
 
     console = console or stdout_console()
     header, rows = ranking_table(results)
-    table = Table(title="Ranking (mean of per-problem ranks; 1 is best)", title_justify="left")
+    table = Table(
+        title="Ranking", caption=RANKING_NOTE, title_justify="left", caption_justify="left"
+    )
     for name in header:
-        table.add_column(name, justify="right" if name in ("place", "mean rank") else "left")
+        numeric = name in ("place", "mean place", "AlgoPerf score", "by steps")
+        table.add_column(name, justify="right" if numeric else "left")
     for row in rows:
         table.add_row(*row)
     console.print(table)
 
     header, rows = summary_table(results)
-    keep = list(range(len(header)))
-    if console.width < 150:
-        # A narrow terminal: the columns that answer "which optimizer, which lr"; the report
-        # has the rest.
-        wanted = (
-            "problem",
-            "rank",
-            "optimizer",
-            "best lr",
-            "objective (mean ± std)",
-            "steps to target",
-        )
-        keep = [header.index(name) for name in wanted]
+    # The columns that answer "which optimizer, which lr, and how sure": the report has the
+    # rest, which a terminal gets only when it is wide enough to show them unfolded.
+    wanted = list(VERDICT_COLUMNS)
+    if console.width >= 200:
+        wanted = header
+    elif console.width >= 150:
+        wanted += ["steps to target", "trials"]
+    keep = [header.index(name) for name in wanted]
     table = Table(title="Per problem (best setting, mean ± std over seeds)", title_justify="left")
     for i in keep:
         table.add_column(header[i], overflow="fold")
     previous = None
     for row in rows:
-        if previous is not None and row[0] != previous:
+        first = row[0] != previous
+        if previous is not None and first:
             table.add_section()
         previous = row[0]
-        table.add_row(*(row[i] for i in keep))
+        # The problem's name once per section: the rows below belong to it.
+        table.add_row(*(row[i] if i or first else "" for i in keep))
     console.print(table)
+    for line in edge_notes(results):
+        console.print(line, markup=False, highlight=False)
 
 
 def error_line(message: str) -> None:

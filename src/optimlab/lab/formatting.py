@@ -40,12 +40,42 @@ def _short(value: Any) -> str:
     return str(value)
 
 
+def signed(value: float, digits: int = 2) -> str:
+    text = num(value, digits)
+    return text if text.startswith("-") or not math.isfinite(value) else f"+{text}"
+
+
+def vs_leader_text(cell) -> str:
+    """The gap to the problem's leader with its interval, e.g. ``-0.0029 [-0.021, +0.015]``."""
+    if cell.vs_leader is None:
+        return "leader" if cell.leader else "—"
+    estimate, low, high = cell.vs_leader
+    if low == high == estimate:
+        return f"{signed(estimate)} (exact)"
+    return f"{signed(estimate)} [{signed(low)}, {signed(high)}]"
+
+
+def lr_text(cell) -> str:
+    text = num(cell.lr, 3)
+    if cell.lr_edge:
+        text += f" ({cell.lr_edge} edge)"
+    return text
+
+
+def trials_text(cell) -> str:
+    added = sum(cell.lr_grid_added.values())
+    return f"{cell.tuning_trials - added}+{added}" if added else str(cell.tuning_trials)
+
+
 SUMMARY_HEADER = [
     "problem",
-    "rank",
+    "place",
     "optimizer",
     "best lr",
     "objective (mean ± std)",
+    "vs leader [95% CI]",
+    "decided by",
+    "val loss",
     "final train loss",
     "steps to target",
     "s to target",
@@ -55,10 +85,17 @@ SUMMARY_HEADER = [
 ]
 
 
-def summary_table(results) -> tuple[list[str], list[list[str]]]:
-    """Header and rows: one row per problem × optimizer, best first within each problem."""
+#: The columns that answer "which optimizer, which lr, and how sure".
+VERDICT_COLUMNS = SUMMARY_HEADER[:7]
+
+
+def summary_table(results, problem: str | None = None) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: one row per problem × optimizer, best first within each problem;
+    with ``problem``, that problem's rows only, without the problem column."""
     rows = []
     for cell in results.summaries():
+        if problem is not None and cell.problem != problem:
+            continue
         reached = f"{num(cell.steps_to_target)} ({cell.reached_target}/{cell.seeds})"
         if cell.reached_target == 0:
             reached = f"not reached (0/{cell.seeds})"
@@ -69,37 +106,92 @@ def summary_table(results) -> tuple[list[str], list[list[str]]]:
         rows.append(
             [
                 cell.problem,
-                str(cell.rank),
+                cell.place_text,
                 label,
-                num(cell.lr, 3),
+                lr_text(cell),
                 f"{cell.objective_label}: {mean_std(cell.objective_mean, cell.objective_std)}",
+                vs_leader_text(cell),
+                cell.decided_by,
+                mean_std(cell.val_loss_mean, cell.val_loss_std),
                 mean_std(cell.train_loss_mean, cell.train_loss_std),
                 reached,
                 num(cell.seconds_to_target, 3),
                 num(cell.ms_per_step, 3),
                 num(cell.state_bytes_per_param, 3),
-                str(cell.tuning_trials),
+                trials_text(cell),
             ]
         )
+    if problem is not None:
+        # One problem has one objective: its name goes into the header, not every row.
+        labels = {c.objective_label for c in results.summaries() if c.problem == problem}
+        header = list(SUMMARY_HEADER[1:])
+        if len(labels) == 1:
+            (label,) = labels
+            header[header.index("objective (mean ± std)")] = f"{label} (mean ± std)"
+            rows = [[*row[:4], row[4].removeprefix(f"{label}: "), *row[5:]] for row in rows]
+        return header, [row[1:] for row in rows]
     return SUMMARY_HEADER, rows
+
+
+def edge_notes(results) -> list[str]:
+    """One sentence per cell whose best learning rate is still the smallest or largest tried:
+    its optimum may lie beyond, so its result may understate the optimizer."""
+    notes = []
+    for cell in results.summaries():
+        if cell.lr_edge:
+            grown = sum(cell.lr_grid_added.values())
+            how = f"after growing the grid by {grown}" if grown else "of the grid"
+            notes.append(
+                f"Edge: {cell.optimizer} on {cell.problem}: best lr {num(cell.lr, 3)} is the "
+                f"{'smallest' if cell.lr_edge == 'low' else 'largest'} tried ({how}); "
+                "its optimum may lie beyond (--grid-extend, --lr-range)."
+            )
+    return notes
+
+
+#: What the ranking's place column is decided by, said wherever the table is shown.
+RANKING_NOTE = (
+    "place: by the mean of the per-problem places (1 is best, '=' marks a shared place); "
+    "AlgoPerf score: the performance profile of the seconds to target integrated over "
+    "τ ∈ [1, 4] (1 is best; 'by steps': the same with steps, which do not vary with the "
+    "machine's load), shown beside the place, not used for it (rows that share a place are "
+    "listed by it)"
+)
+
+
+def _score(value: float) -> str:
+    # Scores lie in [0, 1]: a fixed three decimals keep the column aligned.
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.3f}"
 
 
 def ranking_table(results) -> tuple[list[str], list[list[str]]]:
     problems = results.problem_names
-    header = ["place", "optimizer", "mean rank", *problems]
+    header = ["place", "optimizer", "mean place", "AlgoPerf score", "by steps", *problems]
     rows = []
     for row in results.ranking():
-        ranks = [str(row["ranks"].get(p, "—")) for p in problems]
-        rows.append([str(row["place"]), row["optimizer"], f"{row['mean_rank']:.2f}", *ranks])
+        places = [row["places"].get(p, "—") for p in problems]
+        place = f"{row['place']}=" if row["shared"] else str(row["place"])
+        scores = [_score(row["profile_score"]), _score(row["profile_score_steps"])]
+        rows.append([place, row["optimizer"], f"{row['mean_rank']:.2f}", *scores, *places])
     return header, rows
+
+
+#: Columns of running text: they may wrap in HTML; every other cell stays on one line, so a
+#: number and its interval are never broken apart.
+WRAPPING = frozenset({"decided by", "how"})
 
 
 def html_table(header: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    kinds = ['<td class="wrap">' if h in WRAPPING else "<td>" for h in header]
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
+        "<tr>"
+        + "".join(f"{kind}{html.escape(c)}</td>" for kind, c in zip(kinds, row, strict=False))
+        + "</tr>"
+        for row in rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    table = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<div class="scroll">{table}</div>'
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:

@@ -3,8 +3,9 @@
 For every problem × optimizer cell:
 
 1. **Tune** with an equal budget on the first seed: ``budget`` trials of a log-spaced
-   learning-rate grid over the problem's ``default_lr_range`` (default), or an Optuna search
-   (``search="optuna"``) over ``lr`` and optionally other hyperparameters.
+   learning-rate grid over the problem's ``default_lr_range`` (default), grown by the same
+   log step while the best learning rate lies at its edge (at most ``grid_extend`` points),
+   or an Optuna search (``search="optuna"``) over ``lr`` and optionally other hyperparameters.
 2. **Rerun** the best setting on every seed (the first seed's run is the tuning run itself:
    same configuration, same seed, so the store hands it back instead of recomputing it).
 3. Optionally run a **learning-rate range test** (:mod:`optimlab.lab.lr_finder`), for the
@@ -42,6 +43,8 @@ from optimlab.lab.runner import (
 )
 from optimlab.lab.store import Store
 from optimlab.lab.tuning import (
+    GRID_EXTEND,
+    QUICK_GRID_EXTEND,
     GridTuner,
     OptunaTuner,
     grid_lrs,
@@ -157,6 +160,7 @@ def compare(
     hparams: str | Sequence[str] = "lr",
     steps: int | None = None,
     lr_range: tuple[float, float] | None = None,
+    grid_extend: int | None = None,
     quick: bool = False,
     out_dir: str | os.PathLike = DEFAULT_OUT,
     storage: str | None = None,
@@ -180,6 +184,9 @@ def compare(
         hparams: with Optuna, what to tune besides ``lr``: ``"lr"``, ``"all"`` or names.
         steps: steps per run for every problem (default: each problem's own).
         lr_range: override the problems' ``default_lr_range``.
+        grid_extend: with the grid search, how many points (in all) the grid may grow by,
+            one log step at a time, while the best learning rate lies at its edge (default
+            3; ``quick``: 1; 0 keeps the grid as it is).
         quick: tiny budgets for smoke tests.
         out_dir: where ``lab.db``, the report and figures go.
         storage: Optuna storage URL (default: the same SQLite file).
@@ -201,6 +208,10 @@ def compare(
         budget = QUICK_BUDGET if quick else DEFAULT_BUDGET
     if budget < 1:
         raise LabError(f"budget must be at least 1, got {budget}")
+    if grid_extend is None:
+        grid_extend = QUICK_GRID_EXTEND if quick else GRID_EXTEND
+    if grid_extend < 0:
+        raise LabError(f"grid extension must be at least 0, got {grid_extend}")
     seed_list = _seed_list(
         seeds if seeds is not None else (QUICK_SEEDS if quick else DEFAULT_SEEDS)
     )
@@ -225,6 +236,7 @@ def compare(
         "optimizers": [spec.to_json() for spec in specs],
         "budget": budget,
         "search": search,
+        "grid_extend": int(grid_extend) if search == "grid" else 0,
         "hparams": hparams_arg if search == "optuna" else "lr",
         "seeds": seed_list,
         "steps": {key: _steps_for(p, steps, quick) for key, p in resolved},
@@ -296,8 +308,10 @@ def _make_cell(key, problem, spec, plan, sweep_id, store, storage, workers, spec
                 seed=int(sweep_id[:8], 16),
             )
             return Cell(key, problem, spec, plan["steps"][key], tuner, objective)
-    lrs = [spec.fixed_lr] if spec.fixed_lr is not None else grid_lrs(lo, hi, budget)
-    tuner = GridTuner(lrs, base, objective)
+    if spec.fixed_lr is not None:
+        tuner = GridTuner([spec.fixed_lr], base, objective)
+    else:
+        tuner = GridTuner(grid_lrs(lo, hi, budget), base, objective, extend=plan["grid_extend"])
     return Cell(key, problem, spec, plan["steps"][key], tuner, objective)
 
 
@@ -328,10 +342,8 @@ class _Scheduler:
 
     # -- queueing ----------------------------------------------------------------------------
     def _seeds(self, cell: Cell) -> list[int]:
-        # The 2-D test functions ignore the seed (fixed start, no data): more seeds would only
-        # repeat the same numbers.
         seeds = self.plan["seeds"]
-        return seeds[:1] if cell.problem.kind == "function2d" else seeds
+        return seeds[:1] if cell.problem.deterministic else seeds
 
     def _run_task(self, cell: Cell, hparams: dict[str, Any], seed: int, role: str, on_done):
         config = make_run_config(
@@ -357,7 +369,10 @@ class _Scheduler:
             )
 
     def _tuned(self, cell: Cell, token, hparams, record) -> None:
+        planned = cell.tuner.size
         cell.tuner.record(token, hparams, record)
+        if cell.tuner.size > planned:  # the grid grew past an edge
+            self.progress.add_total(cell.tuner.size - planned)
         if not cell.tuner.done():
             self._queue_tuning(cell)
         elif not cell.finals_queued:

@@ -4,8 +4,9 @@ The HTML embeds every image as base64 and carries its own CSS, so it opens offli
 mailed or attached to an issue as a single file. Every file is written atomically.
 
 Sections (always present, so readers and tests find them; a section with nothing to show
-says why): how to read this, ranking, summary table, loss curves, lr sensitivity, lr range
-test, trajectories (2-D problems), and for ``tune`` the search history.
+says why): how to read this, ranking (with the performance profiles), per problem (places,
+the intervals behind them and every column of the summary), loss curves, lr sensitivity, lr
+range test, trajectories (2-D problems), and for ``tune`` the search history.
 """
 
 from __future__ import annotations
@@ -17,12 +18,19 @@ from pathlib import Path
 from typing import Any
 
 from optimlab.lab.files import atomic_write_bytes, atomic_write_json, atomic_write_text
-from optimlab.lab.formatting import html_table, markdown_table, ranking_table, summary_table
+from optimlab.lab.formatting import (
+    RANKING_NOTE,
+    edge_notes,
+    html_table,
+    markdown_table,
+    ranking_table,
+    summary_table,
+)
 
 SECTIONS = (
     ("how-to-read", "How to read this"),
     ("ranking", "Ranking"),
-    ("summary", "Summary table"),
+    ("summary", "Per problem"),
     ("loss-curves", "Loss curves"),
     ("lr-sensitivity", "Learning-rate sensitivity"),
     ("lr-finder", "Learning-rate range test"),
@@ -48,15 +56,24 @@ def _slug(text: str) -> str:
 
 
 def how_to_read(results) -> str:
+    from optimlab.lab.stats import CONFIDENCE, TAU_MAX
+
     plan = results.plan
     budget, seeds = plan.get("budget"), len(plan.get("seeds", []))
+    conf = f"{CONFIDENCE:.0%}"
     if plan.get("search") == "optuna":
         tuning = (
             f"an Optuna (TPE) search of {budget} trials over the learning rate (log-uniform)"
             + ("" if plan.get("hparams") == "lr" else f" and {plan.get('hparams')}")
         )
     else:
-        tuning = f"a grid of {budget} learning rates, log-spaced over the problem's range"
+        extend = plan.get("grid_extend", 0)
+        tuning = f"a grid of {budget} learning rates, log-spaced over the problem's range" + (
+            f"; when the best one was the smallest or largest, the grid grew on that side by "
+            f"the same log step, at most {extend} point(s) in all"
+            if extend
+            else ""
+        )
     return f"""
 <p><b>Protocol.</b> Every optimizer got the same tuning budget on every problem: {tuning},
 run on the first seed. The best setting was then rerun on {seeds} seed(s) (the 2-D test
@@ -64,10 +81,32 @@ functions are deterministic, so one run is all they need). "Best" means the high
 validation metric when the problem has one (accuracy, R²), otherwise the lowest final loss.
 A run whose loss blows up is stopped and counts as diverged, the worst possible result.</p>
 <ul>
-<li><b>Ranking</b>: within a problem, optimizers are sorted by their mean result over seeds;
-the overall place is the mean of those ranks. A rank hides the size of a gap: look at the
-± (one standard deviation over seeds) in the summary table. Overlapping intervals mean no
-clear winner.</li>
+<li><b>Place</b> (per problem): 1 + the number of optimizers that are <i>better</i>, where
+better means that the {conf} Welch t interval for the difference of the two means over seeds
+lies entirely on the better side of zero. <b>1=</b> marks a shared place: those optimizers
+cannot be told apart from each other by the seeds, though one of them may still be told apart
+from an optimizer further down. A diverged seed ranks an optimizer below every optimizer
+with fewer; a deterministic problem gives exact numbers, so any difference counts. No place
+is broken by a hidden number: within a shared place rows are listed by their mean.
+<b>Decided by</b> says which rule settled the place and which optimizers are above it.</li>
+<li><b>vs leader [{conf} CI]</b>: the optimizer's mean minus the first-listed one's, with
+the Welch interval. An interval that contains 0 means the data cannot tell the two apart.
+With three seeds intervals are wide: a difference of a few tenths of a percent in accuracy
+is usually noise.</li>
+<li><b>Ranking</b>: the overall place is by the mean of the per-problem places (equal means
+share a place; such rows are listed by their AlgoPerf score). The <b>AlgoPerf score</b>
+beside it is the MLCommons AlgoPerf benchmark score: for each problem the time to reach
+the target (median over seeds, a seed that never reaches it counts as never), divided by the
+fastest optimizer's; the performance profile is the fraction of problems reached within τ ×
+the fastest time, and the score its average over τ from 1 to {TAU_MAX:g} (1: fastest
+everywhere; 0: never within {TAU_MAX:g} × the fastest). "By steps" is the same score with
+steps instead of seconds: seconds include each optimizer's cost per step but vary with the
+machine's load from run to run, steps do not.
+Place and score answer different questions: how good the result is, and how soon the
+target is reached.</li>
+<li><b>Best lr</b>: "(high edge)" or "(low edge)" flags a learning rate that is still the
+largest or smallest one tried: the optimizer's optimum may lie beyond, so its result may
+understate it. Trials "8+2" means 8 grid points and 2 added beyond an edge.</li>
 <li><b>Steps / seconds to target</b>: the first step at which the running mean of the
 training loss (about ten steps) reaches the problem's target, as a median over the seeds that
 reached it; "(k/n)" says how many did. Seconds count only the optimizer's steps (forward,
@@ -76,11 +115,14 @@ backward, update), not evaluation.</li>
 machine and its load; compare it within one report only. <b>State B / param</b>: bytes of
 optimizer state per model parameter (in float32, each buffer costs 4: momentum SGD ≈ 4,
 Adam ≈ 8).</li>
-<li><b>Loss curves</b>: the line is the mean over seeds, the band ± one standard deviation;
-the dotted line is the target. A log scale is used when the loss spans decades.</li>
+<li><b>Figures</b> give each optimizer a panel of its own (its colour; the others in grey),
+listed by place. Loss curves: the line is the mean over seeds and the band one standard
+deviation; on a log axis the geometric mean and × / ÷ one geometric standard deviation. The
+validation panels zoom to the range of the final values, where the places are decided.</li>
 <li><b>Learning-rate sensitivity</b>: one point per tuning run. A wide, flat curve means the
 optimizer forgives a poorly chosen learning rate; a narrow peak means it must be tuned
-carefully. × marks diverged runs, the large dot the chosen setting.</li>
+carefully. × marks diverged runs, the large dot the chosen setting; shaded learning rates lie
+beyond the problem's range.</li>
 <li><b>Learning-rate range test</b>: the loss while the learning rate grows exponentially over
 a short run (Smith, 2015). Good learning rates lie where the curve falls steeply, before its
 minimum; the dot is the suggestion.</li>
@@ -94,8 +136,10 @@ _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;
 max-width:1150px;padding:0 1em;color:#222;line-height:1.45}
 h1{margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
-table{border-collapse:collapse;font-size:.85em;margin:.8em 0}
-th,td{border:1px solid #ccc;padding:.3em .55em;text-align:left}
+table{border-collapse:collapse;font-size:.8em;margin:.8em 0}
+th,td{border:1px solid #ccc;padding:.25em .45em;text-align:left;vertical-align:top}
+td{white-space:nowrap}td.wrap{white-space:normal;min-width:14em}
+.scroll{overflow-x:auto}
 th{background:#f3f3f3}tr:nth-child(even) td{background:#fafafa}
 img{max-width:100%;height:auto;border:1px solid #eee;margin:.4em 0}
 .meta{color:#666;font-size:.85em}.note{color:#666;font-style:italic}
@@ -181,11 +225,27 @@ def write_report(results, out_dir: Path, gif: bool | None = None) -> Path:
     w.heading("ranking", "Ranking")
     if results.summaries():
         w.table(*ranking_table(results))
+        w.note(RANKING_NOTE + ".")
+        for line in edge_notes(results):
+            w.note(line)
+        w.figure(
+            plots.plot_performance_profiles(results),
+            "performance-profiles",
+            "performance profiles of time to target",
+        )
     else:
         w.note("No finished runs yet.")
 
-    w.heading("summary", "Summary table")
-    w.table(*summary_table(results))
+    w.heading("summary", "Per problem")
+    for problem in problems:
+        if any(cell.problem == problem for cell in results.summaries()):
+            w.sub(problem)
+            w.figure(
+                plots.plot_final_results(results, problem),
+                f"final-{problem}",
+                f"final results and places on {problem}",
+            )
+            w.table(*summary_table(results, problem))
 
     w.heading("loss-curves", "Loss curves")
     for problem in problems:
@@ -194,8 +254,11 @@ def write_report(results, out_dir: Path, gif: bool | None = None) -> Path:
             w.figure(
                 plots.plot_loss_curves(results, problem),
                 f"loss-{problem}",
-                f"loss curves on {problem}",
+                f"training loss on {problem}",
             )
+            validation = plots.plot_validation_curves(results, problem)
+            if validation is not None:
+                w.figure(validation, f"validation-{problem}", f"validation curves on {problem}")
 
     w.heading("lr-sensitivity", "Learning-rate sensitivity")
     for problem in problems:
@@ -215,7 +278,8 @@ def write_report(results, out_dir: Path, gif: bool | None = None) -> Path:
     w.heading("lr-finder", "Learning-rate range test")
     any_find = False
     for problem in problems:
-        items = results.lr_find_results(problem)
+        order = {c.optimizer: i for i, c in enumerate(results.summaries()) if c.problem == problem}
+        items = sorted(results.lr_find_results(problem), key=lambda it: order.get(it[0], 1e9))
         if items:
             any_find = True
             w.sub(problem)
@@ -283,12 +347,24 @@ def _meta(results) -> str:
 
 
 def _json_summary(results) -> dict[str, Any]:
+    from optimlab.lab.stats import CONFIDENCE, TAU_MAX
+
     return _finite(
         {
             "sweep_id": results.sweep_id,
             "kind": results.kind,
             "plan": results.plan,
             "ranking": results.ranking(),
+            "verdict": {
+                "place": "1 + the number of optimizers better by a Welch interval",
+                "confidence": CONFIDENCE,
+                "overall_place": "mean of the per-problem places",
+                "profiles": {
+                    "tau_max": TAU_MAX,
+                    "times": {m: results.profile_times(m) for m in ("seconds", "steps")},
+                    "scores": {m: results.profile_scores(m) for m in ("seconds", "steps")},
+                },
+            },
             "cells": results.to_records(),
         }
     )
@@ -307,5 +383,5 @@ def _finite(value: Any) -> Any:
 
 def _strip_tags(text: str) -> str:
     text = re.sub(r"<li>", "- ", text)
-    text = re.sub(r"</?(b|p|ul|li)>", "", text)
+    text = re.sub(r"</?(b|i|p|ul|li)>", "", text)
     return re.sub(r"\n{3,}", "\n\n", text).strip()

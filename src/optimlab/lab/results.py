@@ -31,8 +31,8 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return mean, std
 
 
-def _finite_or_inf(value: float | None) -> float:
-    return value if value is not None and math.isfinite(value) else math.inf
+def _finite_or(value: float | None, default: float = -math.inf) -> float:
+    return value if value is not None and math.isfinite(value) else default
 
 
 def _median(values: list[float]) -> float | None:
@@ -65,12 +65,33 @@ class CellSummary:
     ms_per_step: float | None
     state_bytes_per_param: float | None
     tuning_trials: int
-    rank: int = 0
+    #: the grid's points beyond the problem's lr range (grown past an edge), per side
+    lr_grid_added: dict[str, int] = field(default_factory=dict)
+    #: "low"/"high" when the chosen lr is the smallest/largest one tried (maybe not the best)
+    lr_edge: str | None = None
+    #: time to target as the profile uses it: median over seeds, a miss counting as inf
+    profile_seconds: float = math.inf
+    profile_steps: float = math.inf
+    place: int = 0
+    place_text: str = ""
+    decided_by: str = ""
+    #: listed first on its problem (best place, fewest divergences, best mean)
+    leader: bool = False
+    #: this optimizer's mean minus the leader's, with its interval (None for the leader)
+    vs_leader: tuple[float, float, float] | None = None
+    objective_values: list[float] = field(default_factory=list, repr=False)
     sensitivity: list[tuple[float, float]] = field(default_factory=list, repr=False)
+
+    @property
+    def rank(self) -> int:
+        """The place (kept under its former name)."""
+        return self.place
 
     def to_record(self) -> dict[str, Any]:
         record = {k: v for k, v in self.__dict__.items() if k != "sensitivity"}
         record["hparams"] = dict(self.hparams)
+        record["objective_values"] = list(self.objective_values)
+        record["lr_grid_added"] = dict(self.lr_grid_added)
         return record
 
 
@@ -164,37 +185,47 @@ class Results:
         return self._summaries
 
     def _summarise(self) -> list[CellSummary]:
+        from optimlab.lab.stats import place_optimizers
+
         out: list[CellSummary] = []
         for problem in self.problem_names:
             objective = self.objective(problem)
-            cells = []
+            lr_range = self.plan.get("lr_ranges", {}).get(self.problem_key(problem))
+            cells = {}
             for label in self.optimizer_labels:
                 finals = sorted(self.select(problem, label, "final"), key=lambda r: r["seed"])
                 tunes = self.select(problem, label, "tune")
                 if not finals:
                     continue
-                cells.append(self._cell(problem, label, objective, finals, tunes))
-            # Ties (common with accuracy on a small validation set) go to the lower loss,
-            # then to the optimizer that reached the target on more seeds, in fewer steps.
-            ranked = sorted(
-                cells,
-                key=lambda c: (
-                    objective.sort_key(c.objective_mean),
-                    _finite_or_inf(
-                        c.val_loss_mean if c.val_loss_mean is not None else c.train_loss_mean
-                    ),
-                    -c.reached_target / max(c.seeds, 1),
-                    c.steps_to_target if c.steps_to_target is not None else math.inf,
-                ),
+                cells[label] = self._cell(problem, label, objective, finals, tunes, lr_range)
+            placed = place_optimizers(
+                {label: cell.objective_values for label, cell in cells.items()},
+                higher_is_better=objective.higher_is_better,
+                deterministic=self.problem(problem).deterministic,
             )
-            for rank, cell in enumerate(ranked, start=1):
-                cell.rank = rank
-            out.extend(ranked)
+            for verdict in placed:
+                cell = cells[verdict.label]
+                cell.place, cell.place_text = verdict.place, verdict.place_text
+                cell.decided_by = verdict.decided_by()
+                cell.leader = verdict.order == 1
+                v = verdict.vs_leader
+                cell.vs_leader = None if v is None else (v.estimate, v.low, v.high)
+                out.append(cell)
         return out
 
-    @staticmethod
-    def _cell(problem, label, objective: Objective, finals, tunes) -> CellSummary:
+    def problem_key(self, name: str) -> str:
+        """The key a problem was asked for by (registry name or ``module:function``)."""
+        for run in self.runs:
+            if run["problem_name"] == name:
+                return run["problem"]
+        return name
+
+    def _cell(self, problem, label, objective: Objective, finals, tunes, lr_range) -> CellSummary:
+        from optimlab.lab.stats import median_time
+        from optimlab.lab.tuning import lr_edge
+
         finals_f = [run["final"] for run in finals]
+        values = [objective.raw(f) for f in finals_f]
         obj = _mean_std(
             [objective.raw(f) if not f["diverged"] else objective.value(f) for f in finals_f]
         )
@@ -209,10 +240,17 @@ class Results:
         val_loss, val_metric = stat("val_loss"), stat("val_metric")
         reached = [f for f in finals_f if f.get("steps_to_target") is not None]
         hparams = dict(finals[0]["config"]["hparams"])
+        tuned_lrs = [float(run["config"]["hparams"].get("lr", math.nan)) for run in tunes]
         sensitivity = sorted(
             (float(run["config"]["hparams"].get("lr", math.nan)), objective.raw(run["final"]))
             for run in tunes
         )
+        added = {"low": 0, "high": 0}
+        if lr_range is not None and self.plan.get("search") == "grid":
+            lo, hi = lr_range
+            # Grid points carry six significant digits: allow for their rounding.
+            added["low"] = len({lr for lr in tuned_lrs if lr < lo * (1 - 1e-5)})
+            added["high"] = len({lr for lr in tuned_lrs if lr > hi * (1 + 1e-5)})
         sec = _median([f.get("sec_per_step") for f in finals_f])
         return CellSummary(
             problem=problem,
@@ -236,26 +274,77 @@ class Results:
             ms_per_step=None if sec is None else 1000 * sec,
             state_bytes_per_param=_median([f.get("state_bytes_per_param") for f in finals_f]),
             tuning_trials=len(tunes),
+            lr_grid_added=added,
+            # Only a grid has edges: Optuna's samples are where TPE happened to look.
+            lr_edge=lr_edge(tuned_lrs, hparams.get("lr"))
+            if self.plan.get("search") == "grid"
+            else None,
+            profile_seconds=median_time([f.get("seconds_to_target") for f in finals_f]),
+            profile_steps=median_time([f.get("steps_to_target") for f in finals_f]),
+            objective_values=values,
             sensitivity=sensitivity,
         )
 
     def ranking(self) -> list[dict[str, Any]]:
-        """Overall ranking: mean of the per-problem ranks (1 is best), then per-problem ranks."""
+        """Overall ranking: by the mean of the per-problem places (1 is best; equal means
+        share a place), with the AlgoPerf performance-profile score beside it (by seconds,
+        AlgoPerf's measure, and by steps, which does not vary with the machine's load)."""
         per: dict[str, dict[str, int]] = {}
+        texts: dict[str, dict[str, str]] = {}
         for cell in self.summaries():
-            per.setdefault(cell.optimizer, {})[cell.problem] = cell.rank
+            per.setdefault(cell.optimizer, {})[cell.problem] = cell.place
+            texts.setdefault(cell.optimizer, {})[cell.problem] = cell.place_text
         problems = self.problem_names
+        scores = self.profile_scores()
+        by_steps = self.profile_scores("steps")
         rows = []
-        for label, ranks in per.items():
+        for label, places in per.items():
             # A problem on which the optimizer has no result counts as last place.
-            full = [ranks.get(p, len(per)) for p in problems]
+            full = [places.get(p, len(per)) for p in problems]
             rows.append(
-                {"optimizer": label, "mean_rank": statistics.fmean(full), "ranks": dict(ranks)}
+                {
+                    "optimizer": label,
+                    "mean_rank": statistics.fmean(full),
+                    "profile_score": scores.get(label, math.nan),
+                    "profile_score_steps": by_steps.get(label, math.nan),
+                    "ranks": dict(places),
+                    "places": dict(texts[label]),
+                    "_sum": sum(full),
+                }
             )
-        rows.sort(key=lambda r: (r["mean_rank"], r["optimizer"]))
-        for place, row in enumerate(rows, start=1):
-            row["place"] = place
+        rows.sort(key=lambda r: (r["_sum"], -_finite_or(r["profile_score"]), r["optimizer"]))
+        for row in rows:
+            # Sums of integer places over the same problems: equal sums are equal means.
+            row["place"] = 1 + sum(other["_sum"] < row["_sum"] for other in rows)
+            row["shared"] = sum(other["_sum"] == row["_sum"] for other in rows) > 1
+        for row in rows:
+            del row["_sum"]
         return rows
+
+    # -- across problems ---------------------------------------------------------------------
+    def profile_times(self, measure: str = "seconds") -> dict[str, dict[str, float]]:
+        """``{optimizer: {problem: time to target}}`` as the profile uses it (median over
+        seeds, a seed that missed the target counting as inf); ``measure``: ``"seconds"``
+        (AlgoPerf's, the default) or ``"steps"``."""
+        if measure not in ("seconds", "steps"):
+            raise ValueError(f"measure must be 'seconds' or 'steps', got {measure!r}")
+        times: dict[str, dict[str, float]] = {label: {} for label in self.optimizer_labels}
+        for cell in self.summaries():
+            value = cell.profile_seconds if measure == "seconds" else cell.profile_steps
+            times.setdefault(cell.optimizer, {})[cell.problem] = value
+        for label in times:
+            for problem in self.problem_names:
+                times[label].setdefault(problem, math.inf)
+        return times
+
+    def profile_scores(self, measure: str = "seconds") -> dict[str, float]:
+        """AlgoPerf's score per optimizer: its performance profile integrated over τ ∈ [1, 4],
+        normalised to [0, 1] (see :mod:`optimlab.lab.stats`)."""
+        from optimlab.lab.stats import performance_ratios, profile_score
+
+        ratios = performance_ratios(self.profile_times(measure))
+        n = len(self.problem_names)
+        return {label: profile_score(r, n) for label, r in ratios.items()}
 
     def best(self, problem: str, optimizer: str) -> CellSummary:
         for cell in self.summaries():
@@ -301,6 +390,16 @@ class Results:
 
         return plots.plot_loss_curves(self, problem)
 
+    def plot_validation_curves(self, problem: str):
+        from optimlab.lab import plots
+
+        return plots.plot_validation_curves(self, problem)
+
+    def plot_final_results(self, problem: str):
+        from optimlab.lab import plots
+
+        return plots.plot_final_results(self, problem)
+
     def plot_lr_sensitivity(self, problem: str):
         from optimlab.lab import plots
 
@@ -310,6 +409,11 @@ class Results:
         from optimlab.lab import plots
 
         return plots.plot_lr_finder(self.lr_find_results(problem), title=problem)
+
+    def plot_profiles(self):
+        from optimlab.lab import plots
+
+        return plots.plot_performance_profiles(self)
 
     def plot_trajectories(self, problem: str):
         from optimlab.lab import plots

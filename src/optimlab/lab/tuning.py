@@ -11,7 +11,12 @@ The budget is the number of trials (runs), the same for every optimizer, so an o
 with more knobs gets no more tries than one with fewer (DeepOBS's rule).
 
 **Grid** (default): ``budget`` learning rates spaced evenly in log space over the problem's
-``default_lr_range``. Deterministic and embarrassingly parallel.
+``default_lr_range``. Deterministic and embarrassingly parallel. When the best learning rate
+is the smallest or the largest one tried, the optimum may lie outside the range: the grid then
+grows on that side by the same log step, one point at a time, until the best lies inside or
+``extend`` points were added (:data:`GRID_EXTEND`). A best still at the edge is flagged in the
+report. Every added point is a run like any other, stored and found again on resume, and the
+decision to add it depends only on stored results, so a resumed sweep makes the same ones.
 
 **Optuna** (``search="optuna"``): TPE over ``lr`` (log-uniform over the same range) plus,
 on request, other hyperparameters from :data:`SEARCH_SPACES`. The study lives in the lab's
@@ -34,6 +39,16 @@ import numpy as np
 from optimlab.lab.errors import LabError
 from optimlab.lab.objective import Objective
 
+#: Points a grid may grow by, in all, when its best learning rate lies at an edge. Three steps
+#: of the default 8-point grids reach 1.7 to 2.1 decades beyond the range.
+GRID_EXTEND = 3
+QUICK_GRID_EXTEND = 1
+
+
+def _round_lr(value: float) -> float:
+    # Six significant digits: readable in tables, and the same float on every machine.
+    return float(f"{value:.6g}")
+
 
 def grid_lrs(lo: float, hi: float, budget: int) -> list[float]:
     """``budget`` learning rates evenly spaced in log space over ``[lo, hi]``."""
@@ -41,7 +56,7 @@ def grid_lrs(lo: float, hi: float, budget: int) -> list[float]:
         raise LabError(f"budget must be at least 1, got {budget}")
     if budget == 1:
         return [float(math.sqrt(lo * hi))]
-    return [float(f"{v:.6g}") for v in np.geomspace(lo, hi, budget)]
+    return [_round_lr(v) for v in np.geomspace(lo, hi, budget)]
 
 
 # -- search spaces ---------------------------------------------------------------------------
@@ -137,18 +152,48 @@ def _better(objective: Objective, a: float, b: float) -> bool:
     return objective.sort_key(a) < objective.sort_key(b)
 
 
-class GridTuner:
-    """Every point of a learning-rate grid, all at once."""
+def lr_edge(lrs, best_lr: float | None) -> str | None:
+    """``"low"`` or ``"high"`` when ``best_lr`` is the smallest or largest of two or more tried
+    learning rates, else ``None``."""
+    tried = sorted({float(lr) for lr in lrs if lr is not None and math.isfinite(lr)})
+    if best_lr is None or len(tried) < 2:
+        return None
+    if best_lr <= tried[0]:
+        return "low"
+    if best_lr >= tried[-1]:
+        return "high"
+    return None
 
-    def __init__(self, lrs: list[float], base: dict[str, Any], objective: Objective) -> None:
+
+class GridTuner:
+    """Every point of a learning-rate grid, all at once; then, while the best learning rate is
+    at an edge, one more point beyond it (at most ``extend`` in all)."""
+
+    def __init__(
+        self, lrs: list[float], base: dict[str, Any], objective: Objective, extend: int = 0
+    ) -> None:
+        if extend < 0:
+            raise LabError(f"grid extension must be at least 0, got {extend}")
         self.objective = objective
+        self.base = dict(base)
         self._todo = [{**base, "lr": lr} for lr in lrs]
         self._expected = len(self._todo)
         self._results: list[tuple[dict[str, Any], tuple[float, float]]] = []
+        lrs = sorted(lrs)
+        self._lo, self._hi = (lrs[0], lrs[-1]) if lrs else (None, None)
+        # The grid's own log step, from its ends (robust to the rounding of its points).
+        self._ratio = (lrs[-1] / lrs[0]) ** (1 / (len(lrs) - 1)) if len(lrs) > 1 else None
+        self._extend_left = extend if self._ratio is not None else 0
+        self._added = {"low": 0, "high": 0}
 
     @property
     def size(self) -> int:
         return self._expected
+
+    @property
+    def added(self) -> dict[str, int]:
+        """How many points the grid grew by on each side."""
+        return dict(self._added)
 
     def pending(self) -> list[tuple[Any, dict[str, Any]]]:
         todo, self._todo = self._todo, []
@@ -159,6 +204,21 @@ class GridTuner:
         self._results.append(
             (hparams, (self.objective.value(final), self.objective.tiebreak(final)))
         )
+        if len(self._results) >= self._expected:
+            self._maybe_extend()
+
+    def _maybe_extend(self) -> None:
+        if self._extend_left <= 0:
+            return
+        edge = lr_edge([hp["lr"] for hp, _ in self._results], self.best()["lr"])
+        if edge is None:
+            return
+        self._added[edge] += 1
+        k = self._added[edge]
+        lr = self._lo / self._ratio**k if edge == "low" else self._hi * self._ratio**k
+        self._todo.append({**self.base, "lr": _round_lr(lr)})
+        self._expected += 1
+        self._extend_left -= 1
 
     def done(self) -> bool:
         return len(self._results) >= self._expected

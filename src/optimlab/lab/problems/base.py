@@ -125,6 +125,12 @@ class Problem:
         if not callable(self.build):
             raise ValueError(f"Invalid build: {self.build!r} (a function seed -> Instance)")
 
+    @property
+    def deterministic(self) -> bool:
+        """Whether a run ignores its seed: the 2-D test functions start from a fixed point and
+        draw no data, so one run says all and more seeds would repeat its numbers."""
+        return self.kind == "function2d"
+
     def available(self) -> bool:
         """Whether :meth:`make` can work on this machine (its data is present)."""
         return self.unavailable_reason() is None
