@@ -8,7 +8,7 @@
 The optimizer is duck-typed here (the core never imports :mod:`optimlab.optim`): it provides
 ``counts_steps``, ``_state_keys(group)``, ``_init_state(group, p, state)``, ``state``,
 ``_flat``, ``_numel_cache``, ``fused_stats`` and
-``_update(ops, group, params, grads, state, steps, raw_states, info)``.
+``_update(StepInputs)``; see :mod:`optimlab.core.state`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from torch import Tensor
 
 from optimlab.core import flat as storage
 from optimlab.core import fused
+from optimlab.core.state import StepInputs
 from optimlab.core.tensorlist import (
     FOREACH,
     LOOP,
@@ -92,7 +93,7 @@ def run_step(
             counters = [s["step"] for s in raw]
             ops.add_scalar_(counters, 1.0)
             steps = [c.item() for c in counters]
-        opt._update(ops, group, p, g, state, steps, raw, info)
+        opt._update(StepInputs(ops, group, p, g, state, steps, raw, info))
         # Buffers an optimizer creates lazily (SGD's momentum) are stored back with the
         # parameter's own dtype, complex included.
         for k, positions in fresh.items():

@@ -26,6 +26,7 @@ from torch import Tensor
 from optimlab.core import codegen
 from optimlab.core.flat import FlatBucket, torch_kernel_lists
 from optimlab.core.recording import RecordingOps, Sym
+from optimlab.core.state import StepInputs
 
 #: compile the recorded programs (``False``: run them eagerly, for tests and debugging)
 COMPILE = os.environ.get("OPTIMLAB_FUSED_COMPILE", "1") != "0"
@@ -93,7 +94,7 @@ def run_fused(
     n_inputs = 2 + len(keys)  # param, grad, then the state buffers in ``keys`` order
     rec = RecordingOps(n_inputs)
     state = {key: [Sym(2 + j)] for j, key in enumerate(keys)}
-    opt._update(rec, group, [Sym(0)], [Sym(1)], state, steps, [first], info)
+    opt._update(StepInputs(rec, group, [Sym(0)], [Sym(1)], state, steps, [first], info))
     for key, vec in bucket.scalars.items():
         if key != "step":  # other scalar state was updated on element 0 only
             vec.fill_(first[key].item())

@@ -7,6 +7,7 @@ import math
 
 from torch import Tensor
 
+from optimlab.core.state import State, StepInputs
 from optimlab.core.transforms import (
     bias_correction,
     ema_,
@@ -36,6 +37,12 @@ class AdaBound(Optimizer):
     do; see docs/optimizers.md. ``step_info`` reports the current bounds. State: ``step``,
     ``exp_avg``, ``exp_avg_sq`` (+ ``max_exp_avg_sq``): 8 (12) bytes/param in fp32.
     """
+
+    state_spec = (
+        State("exp_avg", doc="m"),
+        State("exp_avg_sq", doc="v"),
+        State("max_exp_avg_sq", when=lambda group, p: group["amsbound"], doc="v_max"),
+    )
 
     def __init__(
         self,
@@ -83,13 +90,10 @@ class AdaBound(Optimizer):
         check.check_bool("amsbound", group["amsbound"])
         check.check_bool("bounds_follow_lr", group["bounds_follow_lr"])
 
-    def _state_keys(self, group: dict) -> tuple[str, ...]:
-        keys = ("exp_avg", "exp_avg_sq")
-        return keys + ("max_exp_avg_sq",) if group["amsbound"] else keys
-
-    def _update(self, ops, group, params, grads, state, steps, raw, info) -> None:
+    def _update(self, s: StepInputs) -> None:
+        ops, group, state, steps = s.ops, s.group, s.state, s.steps
         lr, (beta1, beta2), gamma = group["lr"], group["betas"], group["gamma"]
-        g = self._gradient(ops, group, params, grads)
+        g = self._gradient(s)
         m, v = state["exp_avg"], state["exp_avg_sq"]
         ema_(ops, m, g, beta1)
         ema_sq_(ops, v, g, beta2)
@@ -109,10 +113,10 @@ class AdaBound(Optimizer):
         ops.mul_(eta, [lr * math.sqrt(b2) / b1 for b1, b2 in zip(bc1, bc2)])
         ops.clamp_(eta, lower, upper)
         ops.mul_tensors_(eta, m)
-        ops.add_(params, eta, alpha=-1.0)
+        ops.add_(s.params, eta, alpha=-1.0)
         latest = max(range(len(steps)), key=steps.__getitem__)
-        info["lower_bound"] = lower[latest]
-        info["upper_bound"] = upper[latest]
+        s.info["lower_bound"] = lower[latest]
+        s.info["upper_bound"] = upper[latest]
 
 
 class AMSBound(AdaBound):

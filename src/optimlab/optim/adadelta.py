@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from optimlab.core.state import State, StepInputs
 from optimlab.core.transforms import ema_sq_, rms_denominator
 from optimlab.optim import validation as check
 from optimlab.optim.base import Optimizer
@@ -22,6 +23,8 @@ class Adadelta(Optimizer):
     State: ``step``, ``square_avg``, ``acc_delta`` (8 bytes/param in fp32). Matches
     torch.optim.Adadelta.
     """
+
+    state_spec = (State("square_avg", doc="v = E[g²]"), State("acc_delta", doc="u = E[Δθ²]"))
 
     def __init__(
         self,
@@ -57,17 +60,15 @@ class Adadelta(Optimizer):
         check.check_unit_interval("rho", group["rho"])
         check.check_eps(group["eps"])
 
-    def _state_keys(self, group: dict) -> tuple[str, ...]:
-        return ("square_avg", "acc_delta")
-
-    def _update(self, ops, group, params, grads, state, steps, raw, info) -> None:
+    def _update(self, s: StepInputs) -> None:
+        ops, group = s.ops, s.group
         lr, rho, eps = group["lr"], group["rho"], group["eps"]
-        g = self._gradient(ops, group, params, grads)
-        v, u = state["square_avg"], state["acc_delta"]
+        g = self._gradient(s)
+        v, u = s.state["square_avg"], s.state["acc_delta"]
         ema_sq_(ops, v, g, rho)
         rms_g = rms_denominator(ops, v, eps=eps, eps_inside_sqrt=True)
         delta = rms_denominator(ops, u, eps=eps, eps_inside_sqrt=True)
         ops.div_tensors_(delta, rms_g)
         ops.mul_tensors_(delta, g)
         ema_sq_(ops, u, delta, rho)
-        ops.add_(params, delta, alpha=-lr)
+        ops.add_(s.params, delta, alpha=-lr)

@@ -6,10 +6,11 @@ import torch
 from torch import Tensor
 
 from optimlab.core import torch_fused
+from optimlab.core.state import State, StepInputs, filled
 from optimlab.core.tensorlist import LOOP
 from optimlab.core.transforms import accumulate_sq_, negate, weight_decay
 from optimlab.optim import validation as check
-from optimlab.optim.base import Optimizer, scalar_step_tensor
+from optimlab.optim.base import Optimizer
 
 
 class Adagrad(Optimizer):
@@ -27,6 +28,7 @@ class Adagrad(Optimizer):
     """
 
     supports_sparse = True
+    state_spec = (State("sum", init=filled("initial_accumulator_value"), doc="G"),)
 
     def __init__(
         self,
@@ -67,20 +69,11 @@ class Adagrad(Optimizer):
         check.check_nonnegative("initial_accumulator_value", group["initial_accumulator_value"])
         check.check_eps(group["eps"])
 
-    def _state_keys(self, group: dict) -> tuple[str, ...]:
-        return ("sum",)
-
-    def _init_state(self, group, p, state) -> None:
-        v = group["initial_accumulator_value"]
-        # A complex parameter is a pair of reals; both halves start at the same value.
-        fill = complex(v, v) if torch.is_complex(p) else v
-        state["step"] = scalar_step_tensor()
-        state["sum"] = torch.full_like(p, fill, memory_format=torch.preserve_format)
-
-    def _update(self, ops, group, params, grads, state, steps, raw, info) -> None:
+    def _update(self, s: StepInputs) -> None:
+        ops, group, params, grads = s.ops, s.group, s.params, s.grads
         lr = group["lr"]
-        clr = [lr / (1.0 + (t - 1.0) * group["lr_decay"]) for t in steps]
-        total = state["sum"]
+        clr = [lr / (1.0 + (t - 1.0) * group["lr_decay"]) for t in s.steps]
+        total = s.state["sum"]
         if not ops.static_program and any(g.is_sparse for g in grads):
             dense = [i for i, g in enumerate(grads) if not g.is_sparse]
             for i, g in enumerate(grads):
@@ -90,7 +83,7 @@ class Adagrad(Optimizer):
             total, clr = [total[i] for i in dense], [clr[i] for i in dense]
             if not params:
                 return
-        g = self._gradient(ops, group, params, grads)
+        g = self._gradient(s, params, grads)
         accumulate_sq_(ops, total, g)
         std = ops.sqrt(total)
         ops.add_scalar_(std, group["eps"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from optimlab.core import torch_fused
+from optimlab.core.state import State, StepInputs
 from optimlab.core.transforms import (
     bias_correction,
     descend_,
@@ -40,6 +41,11 @@ class Adam(Optimizer):
     ``max_exp_avg_sq``): 8 bytes/param in fp32, 12 with amsgrad.
     """
 
+    state_spec = (
+        State("exp_avg", doc="m, the first moment"),
+        State("exp_avg_sq", doc="v, the second moment"),
+        State("max_exp_avg_sq", when=lambda group, p: group["amsgrad"], doc="v_max"),
+    )
     sparse_message = (
         "Adam does not support sparse gradients, please consider SparseAdam instead"  # torch's
     )
@@ -89,13 +95,10 @@ class Adam(Optimizer):
         check.check_bool("eps_inside_sqrt", group["eps_inside_sqrt"])
         check.check_choice("amsgrad_form", group["amsgrad_form"], AMSGRAD_FORMS)
 
-    def _state_keys(self, group: dict) -> tuple[str, ...]:
-        keys = ("exp_avg", "exp_avg_sq")
-        return keys + ("max_exp_avg_sq",) if group["amsgrad"] else keys
-
-    def _update(self, ops, group, params, grads, state, steps, raw, info) -> None:
+    def _update(self, s: StepInputs) -> None:
+        ops, group, state, steps = s.ops, s.group, s.state, s.steps
         lr, (beta1, beta2) = group["lr"], group["betas"]
-        g = self._gradient(ops, group, params, grads)
+        g = self._gradient(s)
         m, v = state["exp_avg"], state["exp_avg_sq"]
         ema_(ops, m, g, beta1)
         ema_sq_(ops, v, g, beta2)
@@ -112,7 +115,7 @@ class Adam(Optimizer):
         denom = rms_denominator(
             ops, v, eps=group["eps"], eps_inside_sqrt=group["eps_inside_sqrt"], bc2=bc2
         )
-        descend_(ops, params, m, denom, [lr / b for b in bc1])
+        descend_(ops, s.params, m, denom, [lr / b for b in bc1])
 
     def _torch_kernel_applies(self, group) -> bool:
         return not (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from optimlab.core.state import State, StepInputs
 from optimlab.core.transforms import ema_, negate
 from optimlab.optim import validation as check
 from optimlab.optim.base import Optimizer
@@ -22,6 +23,8 @@ class Adamax(Optimizer):
     No bias correction is needed for ``u``. State: ``step``, ``exp_avg``, ``exp_inf`` (8
     bytes/param in fp32). Matches torch.optim.Adamax.
     """
+
+    state_spec = (State("exp_avg", doc="m"), State("exp_inf", doc="u"))
 
     def __init__(
         self,
@@ -57,16 +60,14 @@ class Adamax(Optimizer):
         check.check_eps(group["eps"])
         check.check_betas(group["betas"])
 
-    def _state_keys(self, group: dict) -> tuple[str, ...]:
-        return ("exp_avg", "exp_inf")
-
-    def _update(self, ops, group, params, grads, state, steps, raw, info) -> None:
+    def _update(self, s: StepInputs) -> None:
+        ops, group = s.ops, s.group
         lr, (beta1, beta2) = group["lr"], group["betas"]
-        g = self._gradient(ops, group, params, grads)
-        m, u = state["exp_avg"], state["exp_inf"]
+        g = self._gradient(s)
+        m, u = s.state["exp_avg"], s.state["exp_inf"]
         ema_(ops, m, g, beta1)
         ops.mul_(u, beta2)
         abs_g = ops.abs(g)
         ops.add_scalar_(abs_g, group["eps"])
         ops.maximum_(u, abs_g)
-        ops.addcdiv_(params, m, u, negate([lr / (1.0 - beta1**t) for t in steps]))
+        ops.addcdiv_(s.params, m, u, negate([lr / (1.0 - beta1**t) for t in s.steps]))

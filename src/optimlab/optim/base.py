@@ -36,6 +36,7 @@ from optimlab.core.engines import (
     run_step,
     try_fused_step,
 )
+from optimlab.core.state import State, StepInputs, scalar_step_tensor
 from optimlab.core.transforms import WEIGHT_DECAY_MODES, direction, weight_decay
 from optimlab.optim import validation as check
 
@@ -44,12 +45,6 @@ from optimlab.optim import validation as check
 #: ``differentiable=True`` → loop with autograd recording). They are kept per group, like
 #: torch, and a loaded checkpoint does not change the running optimizer's choice.
 EXECUTION_FLAGS = ("foreach", "fused", "capturable", "differentiable")
-
-
-def scalar_step_tensor(value: float = 0.0) -> Tensor:
-    """A step counter with torch.optim's dtype, so checkpoints load both ways."""
-    dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
-    return torch.tensor(value, dtype=dtype)
 
 
 def _engine_flags(engine: str, defaults: dict) -> str:
@@ -116,15 +111,10 @@ def _capturable_devices() -> list[str]:
 class Optimizer(torch.optim.Optimizer):
     """Common machinery; see the module docstring. Not used directly."""
 
-    #: names of the elementwise state tensors this optimizer keeps, for a given group
-    #: (``step`` and other 0-d scalars are not listed).
-    def _state_keys(self, group: dict) -> tuple[str, ...]:
-        raise NotImplementedError
-
+    #: the state each parameter keeps besides ``step`` (see :mod:`optimlab.core.state`)
+    state_spec: tuple[State, ...] = ()
     #: whether ``state["step"]`` exists and is advanced by the base class
     counts_steps = True
-    #: state keys that ``_update`` creates itself on first use (SGD's momentum buffer)
-    lazy_state_keys: tuple[str, ...] = ()
     #: whether the algorithm has a sparse form (torch: SGD and Adagrad)
     supports_sparse = False
     #: torch's refusal of sparse gradients, if it words it otherwise than "<Class> does not
@@ -231,12 +221,24 @@ class Optimizer(torch.optim.Optimizer):
         return hp
 
     # -- state -------------------------------------------------------------------------------
+    def _state_keys(self, group: dict, p: Tensor | None = None) -> tuple[str, ...]:
+        """Names of the state tensors (not the 0-d scalars) the group's parameters keep; with
+        ``p``, those of that parameter."""
+        return tuple(s.name for s in self.state_spec if s.shape != "scalar" and s.when(group, p))
+
+    @property
+    def lazy_state_keys(self) -> tuple[str, ...]:
+        """State the formula creates itself from the first gradient (SGD's momentum buffer)."""
+        return tuple(s.name for s in self.state_spec if s.lazy)
+
     def _init_state(self, group: dict, p: Tensor, state: dict) -> None:
-        """Default: a step counter and zero-filled tensors for every key in ``_state_keys``."""
+        """A step counter, and every declared state tensor made from ``p`` (lazy ones wait for
+        the formula)."""
         if self.counts_steps:
             state["step"] = scalar_step_tensor()
-        for key in self._state_keys(group):
-            state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        for spec in self.state_spec:
+            if not spec.lazy and spec.when(group, p):
+                state[spec.name] = spec.init(p, group)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
@@ -309,9 +311,9 @@ class Optimizer(torch.optim.Optimizer):
             maybe_build_buckets(self, index, group, engine)
 
     def _eager_step(self, group: dict, candidates: list[Tensor], info: dict, engine: str):
-        # A switch turned on mid-run (amsgrad, centered, momentum) starts its buffer at zero, as
-        # it would have at the first step; lazy state is created by _update.
-        eager_keys = [k for k in self._state_keys(group) if k not in self.lazy_state_keys]
+        # A switch turned on mid-run (amsgrad, centered, momentum) starts its buffer as it would
+        # have at the first step; lazy state is created by _update.
+        specs = [spec for spec in self.state_spec if not spec.lazy]
         params: list[Tensor] = []
         grads: list[Tensor] = []
         states: list[dict] = []
@@ -327,9 +329,9 @@ class Optimizer(torch.optim.Optimizer):
             state = self.state[p]
             if len(state) == 0:
                 self._init_state(group, p, state)
-            for key in eager_keys:
-                if key not in state:
-                    state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            for spec in specs:
+                if spec.name not in state and spec.when(group, p):
+                    state[spec.name] = spec.init(p, group)
             params.append(p)
             grads.append(grad)
             states.append(state)
@@ -395,16 +397,21 @@ class Optimizer(torch.optim.Optimizer):
         return sd
 
     # -- what subclasses build on ------------------------------------------------------------
-    def _update(self, ops, group, params, grads, state, steps, raw, info) -> None:
+    def _update(self, s: StepInputs) -> None:
+        """The algorithm, once, for whichever engine's ``s.ops`` (see :class:`StepInputs`)."""
         raise NotImplementedError
 
-    def _gradient(self, ops, group: dict, params: list, grads: list) -> list:
+    def _gradient(self, s: StepInputs, params: list | None = None, grads: list | None = None):
         """The gradient every algorithm starts from: ``−g`` when maximizing, then the group's
         weight decay (coupled into ``g``, or applied to ``θ`` directly); see
-        :func:`optimlab.core.transforms.weight_decay`."""
-        g = direction(ops, grads, group["maximize"])
+        :func:`optimlab.core.transforms.weight_decay`. ``params``/``grads`` default to all of
+        ``s``'s."""
+        params = s.params if params is None else params
+        grads = s.grads if grads is None else grads
+        group = s.group
+        g = direction(s.ops, grads, group["maximize"])
         return weight_decay(
-            ops,
+            s.ops,
             params,
             g,
             mode=group["weight_decay_mode"],

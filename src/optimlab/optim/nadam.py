@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from optimlab.core.state import State, StepInputs, scalar
 from optimlab.core.transforms import (
     bias_correction,
     ema_,
@@ -11,7 +12,7 @@ from optimlab.core.transforms import (
     rms_denominator,
 )
 from optimlab.optim import validation as check
-from optimlab.optim.base import Optimizer, resolve_decoupled, scalar_step_tensor
+from optimlab.optim.base import Optimizer, resolve_decoupled
 
 
 class NAdam(Optimizer):
@@ -28,6 +29,12 @@ class NAdam(Optimizer):
     Matches torch.optim.NAdam (``weight_decay_mode="decoupled"`` is torch's
     ``decoupled_weight_decay=True``, i.e. NAdamW).
     """
+
+    state_spec = (
+        State("mu_product", init=scalar(1.0), shape="scalar", doc="Π, the product of μₜ"),
+        State("exp_avg", doc="m"),
+        State("exp_avg_sq", doc="v"),
+    )
 
     def __init__(
         self,
@@ -67,22 +74,16 @@ class NAdam(Optimizer):
         check.check_betas(group["betas"])
         check.check_nonnegative("momentum_decay", group["momentum_decay"])
 
-    def _state_keys(self, group: dict) -> tuple[str, ...]:
-        return ("exp_avg", "exp_avg_sq")
-
-    def _init_state(self, group, p, state) -> None:
-        super()._init_state(group, p, state)
-        state["mu_product"] = scalar_step_tensor(1.0)
-
-    def _update(self, ops, group, params, grads, state, steps, raw, info) -> None:
+    def _update(self, s: StepInputs) -> None:
+        ops, group, steps = s.ops, s.group, s.steps
         lr, (beta1, beta2), psi = group["lr"], group["betas"], group["momentum_decay"]
-        g = self._gradient(ops, group, params, grads)
+        g = self._gradient(s)
         mu = [beta1 * (1.0 - 0.5 * 0.96 ** (t * psi)) for t in steps]
         mu_next = [beta1 * (1.0 - 0.5 * 0.96 ** ((t + 1.0) * psi)) for t in steps]
-        products = [s["mu_product"] for s in raw]
+        products = [scalars["mu_product"] for scalars in s.scalars]
         ops.mul_(products, mu)
         prod = [p.item() for p in products]
-        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m, v = s.state["exp_avg"], s.state["exp_avg_sq"]
         ema_(ops, m, g, beta1)
         ema_sq_(ops, v, g, beta2)
         denom = rms_denominator(
@@ -92,4 +93,4 @@ class NAdam(Optimizer):
         # bounds the fused kernel once memory traffic is minimal.
         step = ops.mul(g, [(1.0 - a) / (1.0 - p) for a, p in zip(mu, prod)])
         ops.add_(step, m, [b / (1.0 - p * b) for b, p in zip(mu_next, prod)])
-        ops.addcdiv_(params, step, denom, -lr)
+        ops.addcdiv_(s.params, step, denom, -lr)

@@ -6,6 +6,7 @@ import math
 
 from torch import Tensor
 
+from optimlab.core.state import State, StepInputs
 from optimlab.core.transforms import bias_correction, ema_, ema_sq_
 from optimlab.optim import validation as check
 from optimlab.optim.base import Optimizer, resolve_decoupled
@@ -33,6 +34,8 @@ class RAdam(Optimizer):
     ``step_info`` reports whether the last step was rectified. State: ``step``, ``exp_avg``,
     ``exp_avg_sq`` (8 bytes/param in fp32).
     """
+
+    state_spec = (State("exp_avg", doc="m"), State("exp_avg_sq", doc="v"))
 
     def __init__(
         self,
@@ -78,12 +81,10 @@ class RAdam(Optimizer):
             )
         check.check_choice("below_threshold", group["below_threshold"], BELOW_THRESHOLD)
 
-    def _state_keys(self, group: dict) -> tuple[str, ...]:
-        return ("exp_avg", "exp_avg_sq")
-
-    def _update(self, ops, group, params, grads, state, steps, raw, info) -> None:
+    def _update(self, s: StepInputs) -> None:
+        ops, group, params, state, steps = s.ops, s.group, s.params, s.state, s.steps
         lr, (beta1, beta2) = group["lr"], group["betas"]
-        g = self._gradient(ops, group, params, grads)
+        g = self._gradient(s)
         m, v = state["exp_avg"], state["exp_avg_sq"]
         ema_(ops, m, g, beta1)
         ema_sq_(ops, v, g, beta2)
@@ -114,7 +115,7 @@ class RAdam(Optimizer):
         if off:
             ops.add_([params[i] for i in off], [m[i] for i in off], [plain[i] for i in off])
         latest = max(range(len(steps)), key=steps.__getitem__)
-        info["rectified"] = rectified[latest]
+        s.info["rectified"] = rectified[latest]
 
 
 def _rectification(rho_t: float, rho_inf: float) -> float:

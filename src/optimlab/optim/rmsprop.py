@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from optimlab.core.state import State, StepInputs
 from optimlab.core.transforms import ema_, ema_sq_, rms_denominator
 from optimlab.optim import validation as check
 from optimlab.optim.base import Optimizer
@@ -27,6 +28,12 @@ class RMSprop(Optimizer):
     0, so early steps are larger than ``lr`` (compare Adam). State: ``step``, ``square_avg``
     (+ ``momentum_buffer``, + ``grad_avg``): 4-12 bytes/param in fp32.
     """
+
+    state_spec = (
+        State("square_avg", doc="v"),
+        State("momentum_buffer", when=lambda group, p: group["momentum"] > 0, doc="b"),
+        State("grad_avg", when=lambda group, p: group["centered"], doc="ḡ"),
+    )
 
     def __init__(
         self,
@@ -71,17 +78,10 @@ class RMSprop(Optimizer):
         check.check_bool("centered", group["centered"])
         check.check_bool("eps_inside_sqrt", group["eps_inside_sqrt"])
 
-    def _state_keys(self, group: dict) -> tuple[str, ...]:
-        keys = ("square_avg",)
-        if group["momentum"] > 0:
-            keys += ("momentum_buffer",)
-        if group["centered"]:
-            keys += ("grad_avg",)
-        return keys
-
-    def _update(self, ops, group, params, grads, state, steps, raw, info) -> None:
+    def _update(self, s: StepInputs) -> None:
+        ops, group, params, state = s.ops, s.group, s.params, s.state
         lr, alpha = group["lr"], group["alpha"]
-        g = self._gradient(ops, group, params, grads)
+        g = self._gradient(s)
         v = state["square_avg"]
         ema_sq_(ops, v, g, alpha)
         if group["centered"]:

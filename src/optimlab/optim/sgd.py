@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from optimlab.core import torch_fused
+from optimlab.core.state import State, StepInputs
 from optimlab.optim import validation as check
 from optimlab.optim.base import Optimizer
 
@@ -38,7 +39,10 @@ class SGD(Optimizer):
     """
 
     counts_steps = False
-    lazy_state_keys = ("momentum_buffer",)
+    # Like torch, the momentum buffer is created from the first gradient, in _update.
+    state_spec = (
+        State("momentum_buffer", when=lambda group, p: group["momentum"] != 0, lazy=True),
+    )
     supports_sparse = True  # the update is linear in g: sparse tensors take it as they are
 
     def __init__(
@@ -83,20 +87,14 @@ class SGD(Optimizer):
         if group["momentum_form"] == "sutskever" and group["dampening"] != 0:
             raise ValueError("Invalid dampening value: momentum_form='sutskever' has no dampening")
 
-    def _state_keys(self, group: dict) -> tuple[str, ...]:
-        return ("momentum_buffer",) if group["momentum"] != 0 else ()
-
-    def _init_state(self, group, p, state) -> None:
-        # Like torch, the momentum buffer is created from the first gradient, in _update.
-        pass
-
-    def _update(self, ops, group, params, grads, state, steps, raw, info) -> None:
+    def _update(self, s: StepInputs) -> None:
+        ops, group, params = s.ops, s.group, s.params
         lr, mu = group["lr"], group["momentum"]
-        g = self._gradient(ops, group, params, grads)
+        g = self._gradient(s)
         if mu == 0:
             ops.add_(params, g, alpha=-lr)
             return
-        bufs = state["momentum_buffer"]
+        bufs = s.state["momentum_buffer"]
         fresh = [i for i, b in enumerate(bufs) if b is None]
         if group["momentum_form"] == "torch":
             old = [i for i, b in enumerate(bufs) if b is not None]
