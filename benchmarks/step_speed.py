@@ -11,7 +11,7 @@ Gradients are random, set once and reused; the backward pass is not timed. fp32 
 
 Reported per row: median milliseconds per step of both sides and their ratio (optimlab /
 torch), the achieved bandwidth (the algorithm's minimum bytes per step, from
-``MIN_BYTES_PER_PARAM``, divided by the median time) and its fraction of the machine's
+:func:`min_bytes_per_param`, divided by the median time) and its fraction of the machine's
 in-place bandwidth measured in the same run, the peak memory a step allocates beyond what
 already exists (params, grads, state), the first step's time and the start-up overhead of
 all untimed steps (for the fused engine this includes compiling, which happens in its second
@@ -30,6 +30,7 @@ os.environ.setdefault("KINETO_LOG_LEVEL", "6")
 import argparse  # noqa: E402
 import datetime  # noqa: E402
 import gc  # noqa: E402
+import inspect  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
@@ -53,6 +54,7 @@ SCHEMA_VERSION = 1
 ENGINES = ("loop", "foreach", "fused")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
+
 # -- minimum memory traffic ------------------------------------------------------------------
 #: Minimum bytes one fp32 step must move per parameter: every tensor the update must read
 #: costs 4 B and every tensor it must write costs 4 B. The parameter and its gradient are
@@ -60,54 +62,53 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 #: once: 12 B + 8 B per state tensor. Weight decay, bias correction and bounds cost nothing
 #: extra (they reuse values already read). ``(base, {group flag: extra bytes when the flag
 #: is on})``.
-MIN_BYTES_PER_PARAM: dict[str, tuple[int, dict[str, int]]] = {
-    "sgd": (12, {"momentum": 8}),  # read p g (b), write p (b)
-    "adagrad": (20, {}),  # read p g sum, write p sum
-    "rmsprop": (20, {"centered": 8, "momentum": 8}),  # p g square_avg (+grad_avg, +buf)
-    "adadelta": (28, {}),  # p g square_avg acc_delta
-    "adam": (28, {"amsgrad": 8}),  # p g exp_avg exp_avg_sq (+max_exp_avg_sq)
-    "adamw": (28, {"amsgrad": 8}),
-    "amsgrad": (28, {"amsgrad": 8}),  # its groups always have amsgrad=True: 36 B
-    "radam": (28, {}),
-    "adamax": (28, {}),  # p g exp_avg exp_inf
-    "nadam": (28, {}),  # mu_product is a scalar
-    "adabound": (28, {"amsbound": 8}),
-    "amsbound": (28, {"amsbound": 8}),  # its groups always have amsbound=True: 36 B
-}
-
-
 def min_bytes_per_param(name: str, group: dict[str, Any], element_size: int = 4) -> float:
-    """Minimum bytes per parameter of one step of ``name`` with ``group``'s settings."""
-    base, extras = MIN_BYTES_PER_PARAM[name]
-    total = base + sum(extra for flag, extra in extras.items() if group.get(flag))
-    return total * element_size / 4
+    """Minimum bytes per parameter of one step of ``name`` with ``group``'s settings, from the
+    class's declared state (:meth:`optimlab.Optimizer.min_bytes_per_element`)."""
+    cls = optimlab.get_optimizer_class(name)
+    return cls.min_bytes_per_element(group) * element_size / 4
 
 
 # -- what runs against what --------------------------------------------------------------------
 #: Settings of our side that differ from the optimizer's defaults (the torch side gets the same).
 OURS_KWARGS: dict[str, dict[str, Any]] = {"sgd": {"momentum": 0.9}}
 
-#: name -> (torch.optim class, kwargs, preferred mode, True if it is the same algorithm).
-TORCH_BASELINES: dict[str, tuple[str, dict[str, Any], str, bool]] = {
-    "sgd": ("SGD", {"lr": 1e-3, "momentum": 0.9}, "fused", True),
-    "adagrad": ("Adagrad", {"lr": 1e-2}, "fused", True),
-    "rmsprop": ("RMSprop", {"lr": 1e-2}, "foreach", True),
-    "adadelta": ("Adadelta", {"lr": 1.0}, "foreach", True),
-    "adam": ("Adam", {"lr": 1e-3}, "fused", True),
-    "adamw": ("AdamW", {"lr": 1e-3, "weight_decay": 1e-2}, "fused", True),
-    "amsgrad": ("Adam", {"lr": 1e-3, "amsgrad": True}, "fused", True),
-    "radam": ("RAdam", {"lr": 1e-3}, "foreach", True),
-    "adamax": ("Adamax", {"lr": 2e-3}, "foreach", True),
-    "nadam": ("NAdam", {"lr": 2e-3}, "foreach", True),
-    # No torch twin: the nearest torch algorithm with the same memory traffic stands in.
-    "adabound": ("Adam", {"lr": 1e-3}, "fused", False),
-    "amsbound": ("Adam", {"lr": 1e-3, "amsgrad": True}, "fused", False),
-}
 
+def torch_baseline(name: str) -> tuple[str, dict[str, Any], str, bool]:
+    """(torch.optim class, kwargs, preferred mode, True if it is the same algorithm) for
+    ``name``, from the class's ``torch_twin`` (or, without one, its ``stand_in``, the torch
+    algorithm with the same memory traffic). A twin gets our side's hyperparameters wherever it
+    takes them; a stand-in only the lr. ``fused`` is preferred where torch has it."""
+    cls = optimlab.get_optimizer_class(name)
+    twin = cls.torch_twin or cls.stand_in
+    theirs = inspect.signature(twin.cls).parameters
+    ours = inspect.signature(cls).parameters
+    kwargs = dict(twin.fixed)
+    settings = {k: p.default for k, p in ours.items() if p.default is not p.empty}
+    settings.update(OURS_KWARGS.get(name, {}))
+    execution = ("foreach", "fused", "capturable", "differentiable")
+    for key, value in settings.items():
+        shared = key in theirs and key not in execution
+        if shared and (cls.torch_twin is not None or key == "lr"):
+            kwargs[key] = value
+    kwargs = {k: v for k, v in kwargs.items() if v != theirs[k].default or k in twin.fixed}
+    mode = "fused" if "fused" in theirs else "foreach"
+    return twin.name, kwargs, mode, cls.torch_twin is not None
+
+
+#: name -> ``torch_baseline(name)``
+TORCH_BASELINES: dict[str, tuple[str, dict[str, Any], str, bool]] = {
+    name: torch_baseline(name) for name in optimlab.available_optimizers()
+}
 # -- targets ---------------------------------------------------------------------------------
-#: The four optimizers torch fuses: fused / torch-fused must not exceed these.
+#: The optimizers torch fuses under their own name (SGD, Adagrad, Adam, AdamW): fused /
+#: torch-fused must not exceed these.
 FUSED_TWIN_TARGET = {"gpt2": 1.0, "many_small": 0.4}
-FUSED_TWINS = ("adam", "adamw", "sgd", "adagrad")
+FUSED_TWINS = tuple(
+    name
+    for name, (_, _, mode, twin) in TORCH_BASELINES.items()
+    if twin and mode == "fused" and not optimlab.get_optimizer_class(name).torch_twin.fixed
+)
 #: Every other optimizer against a torch foreach baseline ...
 OTHER_TARGET = {"gpt2": 0.35, "many_small": 0.15}
 #: ... and against a torch fused stand-in (AMSGrad, AdaBound, AMSBound), where a one-pass
@@ -1137,7 +1138,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "(ABBA); ms = median; ratio = median ours / median torch",
                 "wall_seconds": time.perf_counter() - t0,
             },
-            "min_bytes_per_param": MIN_BYTES_PER_PARAM,
             "rows": rows,
         }
         print_result(doc, plain=args.plain)

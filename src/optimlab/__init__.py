@@ -5,7 +5,7 @@ compare them.
 >>> opt = optimlab.create_optimizer("adamw", model.parameters(), lr=1e-3)  # doctest: +SKIP
 """
 
-from optimlab import guards, init, schedules
+from optimlab import guards, init, optim, schedules
 from optimlab.guards import (
     EMA,
     GradientAccumulation,
@@ -19,24 +19,7 @@ from optimlab.guards import (
     skip_nonfinite,
 )
 from optimlab.init import check_init, initialize
-from optimlab.optim import (
-    SGD,
-    AdaBound,
-    Adadelta,
-    Adagrad,
-    Adam,
-    Adamax,
-    AdamW,
-    AMSBound,
-    AMSGrad,
-    NAdam,
-    Optimizer,
-    RAdam,
-    RMSprop,
-    available_optimizers,
-    create_optimizer,
-    get_optimizer_class,
-)
+from optimlab.optim import *  # noqa: F403 - every registered optimizer, by class name
 from optimlab.schedules import HyperparamScheduler, ReduceOnPlateau
 
 __version__ = "0.1.0"
@@ -59,21 +42,6 @@ __all__ = [
     "initialize",
     "schedules",
     "skip_nonfinite",
-    "SGD",
-    "AMSBound",
-    "AMSGrad",
-    "AdaBound",
-    "Adadelta",
-    "Adagrad",
-    "Adam",
-    "AdamW",
-    "Adamax",
-    "NAdam",
-    "Optimizer",
-    "RAdam",
-    "RMSprop",
     "__version__",
-    "available_optimizers",
-    "create_optimizer",
-    "get_optimizer_class",
+    *(name for name in optim.__all__ if name != "OPTIMIZERS"),
 ]

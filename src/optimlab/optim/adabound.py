@@ -16,6 +16,7 @@ from optimlab.core.transforms import (
 )
 from optimlab.optim import validation as check
 from optimlab.optim.base import Optimizer
+from optimlab.optim.spec import ADAM_SPACE, TorchTwin
 
 
 class AdaBound(Optimizer):
@@ -37,6 +38,24 @@ class AdaBound(Optimizer):
     do; see docs/optimizers.md. ``step_info`` reports the current bounds. State: ``step``,
     ``exp_avg``, ``exp_avg_sq`` (+ ``max_exp_avg_sq``): 8 (12) bytes/param in fp32.
     """
+
+    name = "adabound"
+    year = 2019
+    stand_in = TorchTwin("Adam")  # no torch twin; torch's Adam moves the same bytes
+    configs = (
+        {"lr": 0.01},
+        {"lr": 0.01, "amsbound": True},
+        {"lr": 0.01, "bounds_follow_lr": False},
+        {"lr": 0.01, "final_lr": 0.05, "gamma": 0.01, "weight_decay": 0.1},
+        {"lr": 0.01, "maximize": True},
+        {"lr": 0.01, "weight_decay_mode": "decoupled", "weight_decay": 0.1},
+    )
+    invalid_configs = (
+        ({"final_lr": -0.1}, "Invalid final learning rate: -0.1"),
+        ({"gamma": 1.5}, "Invalid gamma parameter: 1.5"),
+        ({"gamma": math.nan}, "Invalid gamma parameter: nan"),
+    )
+    search_space = ADAM_SPACE
 
     state_spec = (
         State("exp_avg", doc="m"),
@@ -123,5 +142,13 @@ class AMSBound(AdaBound):
     r"""AMSBound (Luo et al., arXiv:1902.09843, Algorithm 3): :class:`AdaBound` with the AMSGrad
     maximum ``v_max ← max(v_max, v)`` in the denominator. Same as ``AdaBound(amsbound=True)``.
     """
+
+    name = "amsbound"
+    year = 2019
+    stand_in = TorchTwin("Adam", {"amsgrad": True})
+    configs = (
+        {"lr": 0.01},
+        {"lr": 0.01, "gamma": 0.01, "bounds_follow_lr": False},
+    )
 
     variant_fixed = {"amsbound": True}

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 from torch import Tensor
 
 from optimlab.core.state import State, StepInputs
 from optimlab.core.transforms import ema_sq_, rms_denominator
 from optimlab.optim import validation as check
 from optimlab.optim.base import Optimizer
+from optimlab.optim.spec import EPS, WEIGHT_DECAY, Hyper, TorchTwin
 
 
 class Adadelta(Optimizer):
@@ -23,6 +26,22 @@ class Adadelta(Optimizer):
     State: ``step``, ``square_avg``, ``acc_delta`` (8 bytes/param in fp32). Matches
     torch.optim.Adadelta.
     """
+
+    name = "adadelta"
+    year = 2012
+    torch_twin = TorchTwin("Adadelta")
+    configs = (
+        {},
+        {"rho": 0.5, "eps": 1e-4, "weight_decay": 0.1},
+        {"lr": 0.5, "maximize": True},
+        {"weight_decay_mode": "decoupled", "lr": 0.5, "weight_decay": 0.1},
+    )
+    invalid_configs = (
+        ({"rho": 1.5}, "Invalid rho value: 1.5"),
+        ({"rho": math.nan}, "Invalid rho value: nan"),
+        ({"eps": -1.0}, "Invalid epsilon value: -1.0"),
+    )
+    search_space = (Hyper("rho", 0.8, 0.999, description="ρ"), EPS, WEIGHT_DECAY)
 
     state_spec = (State("square_avg", doc="v = E[g²]"), State("acc_delta", doc="u = E[Δθ²]"))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -11,6 +13,7 @@ from optimlab.core.tensorlist import LOOP
 from optimlab.core.transforms import accumulate_sq_, negate, weight_decay
 from optimlab.optim import validation as check
 from optimlab.optim.base import Optimizer
+from optimlab.optim.spec import EPS, WEIGHT_DECAY, TorchTwin
 
 
 class Adagrad(Optimizer):
@@ -26,6 +29,22 @@ class Adagrad(Optimizer):
     (``nn.Embedding(sparse=True)``) update only the rows they hold, as in torch. State:
     ``step``, ``sum`` (4 bytes/param in fp32). Matches torch.optim.Adagrad.
     """
+
+    name = "adagrad"
+    year = 2011
+    torch_twin = TorchTwin("Adagrad")
+    configs = (
+        {"lr": 0.05},
+        {"lr": 0.05, "lr_decay": 0.01, "initial_accumulator_value": 0.1, "weight_decay": 0.1},
+        {"lr": 0.05, "maximize": True, "eps": 1e-6},
+        {"lr": 0.05, "weight_decay_mode": "decoupled", "weight_decay": 0.1},
+    )
+    invalid_configs = (
+        ({"lr_decay": -1.0}, "Invalid lr_decay value: -1.0"),
+        ({"initial_accumulator_value": -1.0}, "Invalid initial_accumulator_value value: -1.0"),
+        ({"eps": math.nan}, "Invalid epsilon value: nan"),
+    )
+    search_space = (EPS, WEIGHT_DECAY)
 
     supports_sparse = True
     state_spec = (State("sum", init=filled("initial_accumulator_value"), doc="G"),)

@@ -15,6 +15,7 @@ from optimlab.core.transforms import (
 )
 from optimlab.optim import validation as check
 from optimlab.optim.base import Optimizer, resolve_decoupled
+from optimlab.optim.spec import ADAM_SPACE, TorchTwin
 
 AMSGRAD_FORMS = ("raw", "corrected")
 
@@ -40,6 +41,22 @@ class Adam(Optimizer):
     ``"decoupled"`` is AdamW. State: ``step``, ``exp_avg``, ``exp_avg_sq`` (+
     ``max_exp_avg_sq``): 8 bytes/param in fp32, 12 with amsgrad.
     """
+
+    name = "adam"
+    year = 2014
+    torch_twin = TorchTwin("Adam")
+    configs = (
+        {"lr": 0.01},
+        {"lr": 0.01, "amsgrad": True},
+        {"lr": 0.01, "amsgrad": True, "amsgrad_form": "corrected"},
+        {"lr": 0.01, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.1},
+        {"lr": 0.01, "eps_inside_sqrt": True},
+        {"lr": 0.01, "maximize": True, "amsgrad": True},
+        {"lr": 0.01, "weight_decay_mode": "decoupled", "weight_decay": 0.1},
+        {"lr": 0.01, "weight_decay_mode": "scheduled", "weight_decay": 0.1},
+    )
+    invalid_configs = (({"amsgrad_form": "paper"}, "Invalid amsgrad_form: 'paper'"),)
+    search_space = ADAM_SPACE
 
     state_spec = (
         State("exp_avg", doc="m, the first moment"),
@@ -155,6 +172,16 @@ class AdamW(Adam):
     ``weight_decay_mode="decoupled"`` as defaults.
     """
 
+    name = "adamw"
+    year = 2017
+    torch_twin = TorchTwin("AdamW")
+    configs = (
+        {"lr": 0.01},
+        {"lr": 0.01, "amsgrad": True, "weight_decay": 0.1},
+        {"lr": 0.01, "weight_decay_mode": "scheduled", "weight_decay": 0.1},
+        {"lr": 0.01, "maximize": True, "betas": (0.5, 0.9)},
+    )
+
     variant_defaults = {"weight_decay": 1e-2, "weight_decay_mode": "decoupled"}
 
 
@@ -163,5 +190,14 @@ class AMSGrad(Adam):
     denominator never decreases, ``v_max ← max(v_max, v)``. Identical to
     ``Adam(..., amsgrad=True)``; see :class:`Adam` for ``amsgrad_form``.
     """
+
+    name = "amsgrad"
+    year = 2018
+    torch_twin = TorchTwin("Adam", {"amsgrad": True})
+    configs = (
+        {"lr": 0.01},
+        {"lr": 0.01, "amsgrad_form": "corrected"},
+        {"lr": 0.01, "weight_decay": 0.1},
+    )
 
     variant_fixed = {"amsgrad": True}

@@ -8,6 +8,7 @@ from optimlab.core.state import State, StepInputs
 from optimlab.core.transforms import ema_, negate
 from optimlab.optim import validation as check
 from optimlab.optim.base import Optimizer
+from optimlab.optim.spec import ADAM_SPACE, TorchTwin
 
 
 class Adamax(Optimizer):
@@ -23,6 +24,17 @@ class Adamax(Optimizer):
     No bias correction is needed for ``u``. State: ``step``, ``exp_avg``, ``exp_inf`` (8
     bytes/param in fp32). Matches torch.optim.Adamax.
     """
+
+    name = "adamax"
+    year = 2014
+    torch_twin = TorchTwin("Adamax")
+    configs = (
+        {"lr": 0.01},
+        {"lr": 0.01, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.1},
+        {"lr": 0.01, "maximize": True},
+        {"lr": 0.01, "weight_decay_mode": "decoupled", "weight_decay": 0.1},
+    )
+    search_space = ADAM_SPACE
 
     state_spec = (State("exp_avg", doc="m"), State("exp_inf", doc="u"))
 

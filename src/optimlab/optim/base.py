@@ -39,6 +39,7 @@ from optimlab.core.engines import (
 from optimlab.core.state import State, StepInputs, scalar_step_tensor
 from optimlab.core.transforms import WEIGHT_DECAY_MODES, direction, weight_decay
 from optimlab.optim import validation as check
+from optimlab.optim.spec import REGISTERED, Hyper, TorchTwin
 
 #: torch.optim's switches for how a step is executed; each maps onto an engine
 #: (``foreach=True`` → foreach, ``foreach=False`` → loop, ``fused=True`` → fused,
@@ -111,6 +112,22 @@ def _capturable_devices() -> list[str]:
 class Optimizer(torch.optim.Optimizer):
     """Common machinery; see the module docstring. Not used directly."""
 
+    # What the class declares about itself (see optimlab.optim.spec and docs/contributing.md).
+    #: the registry name; a class without one (a base) is not registered
+    name: str | None = None
+    #: year of publication: the registry lists optimizers in this order
+    year: int = 0
+    #: the torch.optim class computing the same algorithm, if any
+    torch_twin: TorchTwin | None = None
+    #: without a twin, the torch.optim configuration the benchmark compares with
+    stand_in: TorchTwin | None = None
+    #: settings that exercise every convention switch (the test suite runs each)
+    configs: tuple[dict[str, Any], ...] = ()
+    #: settings that must fail, with (the start of) the message
+    invalid_configs: tuple[tuple[dict[str, Any], str], ...] = ()
+    #: what the lab may tune besides the learning rate
+    search_space: tuple[Hyper, ...] = ()
+    supports_complex = True
     #: the state each parameter keeps besides ``step`` (see :mod:`optimlab.core.state`)
     state_spec: tuple[State, ...] = ()
     #: whether ``state["step"]`` exists and is advanced by the base class
@@ -132,6 +149,11 @@ class Optimizer(torch.optim.Optimizer):
         constructor with those defaults changed (or arguments fixed), with a real signature
         for ``inspect.signature`` and ``help``."""
         super().__init_subclass__(**kwargs)
+        name = cls.__dict__.get("name")
+        if name is not None:
+            if name in REGISTERED and REGISTERED[name].__qualname__ != cls.__qualname__:
+                raise TypeError(f"two optimizers are named {name!r}")
+            REGISTERED[name] = cls
         new_defaults = cls.__dict__.get("variant_defaults", {})
         fixed = cls.__dict__.get("variant_fixed", {})
         if not new_defaults and not fixed:
@@ -219,6 +241,15 @@ class Optimizer(torch.optim.Optimizer):
         hp["params"] = group["params"]
         hp["base_lr"] = self.base_lr(index)
         return hp
+
+    @classmethod
+    def min_bytes_per_element(cls, group: dict) -> int:
+        """The fewest bytes one step must move per parameter element in fp32: read θ and g,
+        write θ (12), and read and write every state tensor shaped like θ that ``group``'s
+        settings keep (8 each); scalars and factored statistics are negligible. The fused
+        engine's GB/s is measured against this (benchmarks/README.md)."""
+        kept = [s for s in cls.state_spec if s.shape == "param" and s.when(group, None)]
+        return 12 + 8 * len(kept)
 
     # -- state -------------------------------------------------------------------------------
     def _state_keys(self, group: dict, p: Tensor | None = None) -> tuple[str, ...]:

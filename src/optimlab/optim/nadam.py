@@ -13,6 +13,7 @@ from optimlab.core.transforms import (
 )
 from optimlab.optim import validation as check
 from optimlab.optim.base import Optimizer, resolve_decoupled
+from optimlab.optim.spec import ADAM_SPACE, TorchTwin
 
 
 class NAdam(Optimizer):
@@ -29,6 +30,18 @@ class NAdam(Optimizer):
     Matches torch.optim.NAdam (``weight_decay_mode="decoupled"`` is torch's
     ``decoupled_weight_decay=True``, i.e. NAdamW).
     """
+
+    name = "nadam"
+    year = 2016
+    torch_twin = TorchTwin("NAdam")
+    configs = (
+        {"lr": 0.01},
+        {"lr": 0.01, "momentum_decay": 0.01, "weight_decay": 0.1},
+        {"lr": 0.01, "maximize": True},
+        {"lr": 0.01, "weight_decay_mode": "decoupled", "weight_decay": 0.1},
+    )
+    invalid_configs = (({"momentum_decay": -1.0}, "Invalid momentum_decay value: -1.0"),)
+    search_space = ADAM_SPACE
 
     state_spec = (
         State("mu_product", init=scalar(1.0), shape="scalar", doc="Π, the product of μₜ"),

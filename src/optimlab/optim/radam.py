@@ -10,6 +10,7 @@ from optimlab.core.state import State, StepInputs
 from optimlab.core.transforms import bias_correction, ema_, ema_sq_
 from optimlab.optim import validation as check
 from optimlab.optim.base import Optimizer, resolve_decoupled
+from optimlab.optim.spec import ADAM_SPACE, TorchTwin
 
 BELOW_THRESHOLD = ("sgd", "skip")
 
@@ -34,6 +35,24 @@ class RAdam(Optimizer):
     ``step_info`` reports whether the last step was rectified. State: ``step``, ``exp_avg``,
     ``exp_avg_sq`` (8 bytes/param in fp32).
     """
+
+    name = "radam"
+    year = 2019
+    torch_twin = TorchTwin("RAdam")
+    configs = (
+        {"lr": 0.01},
+        {"lr": 0.01, "rectify_threshold": 4.0},
+        {"lr": 0.01, "below_threshold": "skip"},
+        {"lr": 0.01, "betas": (0.9, 0.99), "weight_decay": 0.1},
+        {"lr": 0.01, "weight_decay_mode": "decoupled", "weight_decay": 0.1},
+        {"lr": 0.01, "maximize": True},
+    )
+    invalid_configs = (
+        ({"rectify_threshold": 3.0}, "Invalid rectify_threshold value: 3.0"),
+        ({"rectify_threshold": math.nan}, "Invalid rectify_threshold value: nan"),
+        ({"below_threshold": "adam"}, "Invalid below_threshold: 'adam'"),
+    )
+    search_space = ADAM_SPACE
 
     state_spec = (State("exp_avg", doc="m"), State("exp_avg_sq", doc="v"))
 

@@ -1,39 +1,35 @@
-"""Create optimizers by name: ``create_optimizer("radam", model.parameters(), lr=1e-3)``."""
+"""Create optimizers by name: ``create_optimizer("radam", model.parameters(), lr=1e-3)``.
+
+The registry is derived: every module of this package is imported, and every optimizer class
+that declares a ``name`` registers itself (:meth:`optimlab.optim.base.Optimizer.__init_subclass__`).
+Adding an optimizer is adding its module; nothing here changes.
+"""
 
 from __future__ import annotations
 
 import difflib
+import importlib
+import pkgutil
 
-from optimlab.optim.adabound import AdaBound, AMSBound
-from optimlab.optim.adadelta import Adadelta
-from optimlab.optim.adagrad import Adagrad
-from optimlab.optim.adam import Adam, AdamW, AMSGrad
-from optimlab.optim.adamax import Adamax
+import optimlab.optim as _package
 from optimlab.optim.base import Optimizer
-from optimlab.optim.nadam import NAdam
-from optimlab.optim.radam import RAdam
-from optimlab.optim.rmsprop import RMSprop
-from optimlab.optim.sgd import SGD
+from optimlab.optim.spec import REGISTERED
 
-OPTIMIZERS: dict[str, type[Optimizer]] = {
-    "sgd": SGD,
-    "adagrad": Adagrad,
-    "rmsprop": RMSprop,
-    "adadelta": Adadelta,
-    "adam": Adam,
-    "adamw": AdamW,
-    "amsgrad": AMSGrad,
-    "radam": RAdam,
-    "adamax": Adamax,
-    "nadam": NAdam,
-    "adabound": AdaBound,
-    "amsbound": AMSBound,
-}
+#: this package's modules that hold no optimizer
+_INFRASTRUCTURE = {"base", "registry", "spec", "validation"}
+
+for _module in pkgutil.iter_modules(_package.__path__):
+    if _module.name not in _INFRASTRUCTURE:
+        importlib.import_module(f"{_package.__name__}.{_module.name}")
+
+#: name -> class, by year of publication (then name)
+OPTIMIZERS: dict[str, type[Optimizer]] = dict(
+    sorted(REGISTERED.items(), key=lambda item: (item[1].year, item[0]))
+)
 
 
 def available_optimizers() -> list[str]:
-    """The registered optimizer names: the classic ones in the order textbooks introduce them
-    (SGD to RAdam), then the rest."""
+    """The registered optimizer names, by year of publication (then name)."""
     return list(OPTIMIZERS)
 
 

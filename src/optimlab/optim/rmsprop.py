@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 from torch import Tensor
 
 from optimlab.core.state import State, StepInputs
 from optimlab.core.transforms import ema_, ema_sq_, rms_denominator
 from optimlab.optim import validation as check
 from optimlab.optim.base import Optimizer
+from optimlab.optim.spec import EPS, WEIGHT_DECAY, Hyper, TorchTwin
 
 
 class RMSprop(Optimizer):
@@ -28,6 +31,31 @@ class RMSprop(Optimizer):
     0, so early steps are larger than ``lr`` (compare Adam). State: ``step``, ``square_avg``
     (+ ``momentum_buffer``, + ``grad_avg``): 4-12 bytes/param in fp32.
     """
+
+    name = "rmsprop"
+    year = 2012
+    torch_twin = TorchTwin("RMSprop")
+    configs = (
+        {"lr": 0.01},
+        {"lr": 0.01, "centered": True},
+        {"lr": 0.01, "momentum": 0.9},
+        {"lr": 0.01, "centered": True, "momentum": 0.9, "alpha": 0.9, "weight_decay": 0.1},
+        {"lr": 0.01, "eps_inside_sqrt": True},
+        {"lr": 0.01, "eps_inside_sqrt": True, "centered": True},
+        {"lr": 0.01, "maximize": True},
+        {"lr": 0.01, "weight_decay_mode": "scheduled", "weight_decay": 0.1},
+    )
+    invalid_configs = (
+        ({"alpha": -0.1}, "Invalid alpha value: -0.1"),
+        ({"momentum": math.nan}, "Invalid momentum value: nan"),
+        ({"eps": -1.0}, "Invalid epsilon value: -1.0"),
+    )
+    search_space = (
+        Hyper("one_minus_alpha", 1e-3, 1e-1, log=True, description="1 − α (square average)"),
+        EPS,
+        Hyper("momentum", 0.0, 0.99, description="momentum"),
+        WEIGHT_DECAY,
+    )
 
     state_spec = (
         State("square_avg", doc="v"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -9,6 +11,7 @@ from optimlab.core import torch_fused
 from optimlab.core.state import State, StepInputs
 from optimlab.optim import validation as check
 from optimlab.optim.base import Optimizer
+from optimlab.optim.spec import WEIGHT_DECAY, Hyper, TorchTwin
 
 MOMENTUM_FORMS = ("torch", "sutskever")
 
@@ -37,6 +40,36 @@ class SGD(Optimizer):
     changes only the new contribution. With ``momentum=0`` both are plain SGD.
     State: ``momentum_buffer`` (only when ``momentum != 0``), 4 bytes/param in fp32.
     """
+
+    name = "sgd"
+    year = 1964
+    torch_twin = TorchTwin("SGD")
+    configs = (
+        {"lr": 0.05},
+        {"lr": 0.05, "momentum": 0.9},
+        {"lr": 0.05, "momentum": 0.9, "dampening": 0.1, "weight_decay": 0.01},
+        {"lr": 0.05, "momentum": 0.9, "nesterov": True},
+        {"lr": 0.05, "momentum": 0.8, "nesterov": True, "maximize": True, "weight_decay": 0.1},
+        {"lr": 0.05, "momentum": 0.9, "momentum_form": "sutskever"},
+        {"lr": 0.05, "momentum": 0.9, "nesterov": True, "momentum_form": "sutskever"},
+        {"lr": 0.05, "momentum": 0.9, "weight_decay_mode": "decoupled", "weight_decay": 0.1},
+        {"lr": 0.05, "weight_decay_mode": "scheduled", "weight_decay": 0.1},
+    )
+    invalid_configs = (
+        ({"momentum": -0.5}, "Invalid momentum value: -0.5"),
+        ({"momentum": math.nan}, "Invalid momentum value: nan"),
+        ({"nesterov": True}, "Nesterov momentum requires a momentum and zero dampening"),
+        (
+            {"nesterov": True, "momentum": 0.9, "dampening": 0.1},
+            "Nesterov momentum requires a momentum and zero dampening",
+        ),
+        ({"momentum_form": "polyak"}, "Invalid momentum_form: 'polyak'"),
+        (
+            {"momentum": 0.9, "dampening": 0.5, "momentum_form": "sutskever"},
+            "Invalid dampening value",
+        ),
+    )
+    search_space = (Hyper("momentum", 0.5, 0.99, description="momentum μ"), WEIGHT_DECAY)
 
     counts_steps = False
     # Like torch, the momentum buffer is created from the first gradient, in _update.
