@@ -18,6 +18,12 @@ from optimlab.core.vocabulary import BY_NAME, VOCABULARY, math_function
 
 SHAPES = ((3, 4), (5,), (2, 3, 4))
 SCALARS = {"alpha": 0.7, "s": 1.3, "value": -0.4, "weight": 0.25, "lo": -0.5, "hi": 0.6}
+SCALARS.update({"a": 3.4445, "b": -4.775, "c": 2.0315, "eps": 1e-7})
+STATICS = {"steps": 5, "dtype": torch.float64}
+
+
+def statics(op) -> dict:
+    return {name: STATICS[name] for name in op.statics}
 
 
 def _inputs(op, seed=0, positive=False):
@@ -43,15 +49,15 @@ def _expected(op, lists, scalars):
         args = [lst[i] for lst in lists] + [s[i] for s in scalars]
         if op.kind != "elementwise":
             batched = [a[None] if j < op.tensors else a for j, a in enumerate(args)]
-            out.append(math(*batched)[0])
+            out.append(math(*batched, **statics(op))[0])
         else:
-            out.append(math(*args))
+            out.append(math(*args, **statics(op)))
     return out
 
 
 def _run(ops, op, lists, scalars):
     lists = [[t.clone() for t in lst] for lst in lists]
-    result = getattr(ops, op.name)(*lists, *scalars)
+    result = getattr(ops, op.name)(*lists, *scalars, **statics(op))
     return lists[0] if op.inplace else result
 
 
@@ -62,7 +68,7 @@ def _recorded(op, lists, scalars):
     for i in range(len(lists[0])):
         rec = RecordingOps(op.tensors)
         syms = [[Sym(j)] for j in range(op.tensors)]
-        result = getattr(rec, op.name)(*syms, *(s[i] for s in scalars))
+        result = getattr(rec, op.name)(*syms, *(s[i] for s in scalars), **statics(op))
         source = codegen.kernel_source(tuple(rec.program), op.tensors)
         source += f"    return t{0 if op.inplace else result[0].index}\n"
         namespace = dict(codegen.MATH_NAMESPACE)

@@ -25,10 +25,11 @@ def kernel_source(program: tuple, n_inputs: int) -> str:
     operation's math over its tensors ``t*`` and scalars ``s*`` (0-d tensors)."""
     names = ", ".join(f"t{i}" for i in range(n_inputs))
     lines = ["def kernel(inputs, scalars):", f"    {names}, = inputs"]
-    for name, out, args, slots in program:
+    for name, out, args, slots, statics in program:
         op = BY_NAME[name]
         fields = {f"t{j}": f"t{a}" for j, a in enumerate(args)}
         fields.update({f"s{j}": f"scalars[{k}]" for j, k in enumerate(slots)})
+        fields.update({key: repr(value) for key, value in statics})
         expr = _substitute(op.math, fields)
         if op.inplace:
             lines.append(f"    {fields['t0']}.copy_({expr})")
@@ -39,7 +40,7 @@ def kernel_source(program: tuple, n_inputs: int) -> str:
 
 def _substitute(math: str, fields: dict[str, str]) -> str:
     """``math`` with its names ``t0, s1, ...`` replaced (whole words only)."""
-    return re.sub(r"\b([ts]\d+)\b", lambda m: fields.get(m.group(1), m.group(1)), math)
+    return re.sub(r"\b(\w+)\b", lambda m: fields.get(m.group(1), m.group(1)), math)
 
 
 def build_kernel(program: tuple, n_inputs: int):
@@ -62,8 +63,8 @@ _VERIFIED: set = set()  # kernels that have run once (compiled successfully)
 
 
 def get_kernel(key: tuple):
-    """The kernel for ``key = (program, n_inputs, device, dtype, compile)``, built (and
-    compiled) once per key.
+    """The kernel for ``key = (program, n_inputs, device, dtype, compile, batched)``, built
+    (and compiled) once per key.
 
     The flat length is symbolic (``dynamic=True``): buckets of every size (param groups of
     different sizes, say one per layer) share one compiled kernel. With static shapes each new
@@ -141,7 +142,7 @@ class CompiledKernel:
 
     def __call__(self, inputs: list[Tensor], scalars: Tensor):
         signature = (
-            inputs[0].shape[0],
+            inputs[0].shape[0] if inputs[0].dim() == 1 else tuple(t.shape for t in inputs),
             scalars.shape[0],
             torch.is_grad_enabled(),
             torch.get_num_threads(),

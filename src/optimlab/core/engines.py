@@ -21,6 +21,7 @@ from torch import Tensor
 
 from optimlab.core import flat as storage
 from optimlab.core import fused
+from optimlab.core.recording import RecordingOps, Sym
 from optimlab.core.state import StepInputs
 from optimlab.core.tensorlist import (
     FOREACH,
@@ -93,7 +94,8 @@ def run_step(
             counters = [s["step"] for s in raw]
             ops.add_scalar_(counters, 1.0)
             steps = [c.item() for c in counters]
-        opt._update(StepInputs(ops, group, p, g, state, steps, raw, info))
+        shapes = [tuple(t.shape) for t in p]
+        opt._update(StepInputs(ops, group, p, g, state, steps, raw, info, shapes))
         # Buffers an optimizer creates lazily (SGD's momentum) are stored back with the
         # parameter's own dtype, complex included.
         for k, positions in fresh.items():
@@ -187,9 +189,8 @@ def try_fused_step(opt, index: int, group: dict, info: dict) -> list[Tensor] | N
             info["fused"] = False
             drop_flat(opt, index)
             return None
-    keys = opt._state_keys(group)
     for bucket in flat:
-        fused.run_fused(opt, group, bucket, keys, info, stats)
+        fused.run_fused(opt, group, bucket, opt._state_keys(group, bucket.params[0]), info, stats)
     # Reported per step so StepDiagnostics (and the lab's TensorBoard logs) can show them.
     info["engine"] = "fused"
     info["fused"] = bool(flat)
@@ -224,24 +225,29 @@ def maybe_build_buckets(opt, index: int, group: dict, engine: str) -> int:
             return NOT_FUSED
     if len(set(params)) != len(params):
         return NOT_FUSED  # a parameter listed twice (torch warns) is stepped twice, eagerly
+    mode = fused_mode(opt, group)
+    if mode is None:
+        return NOT_FUSED  # e.g. a reduction over the whole group: no per-bucket kernel
     # Parameters without a gradient now (frozen ones, typically) stay idle and are skipped, as
     # every engine skips them; if one gets a gradient later, the group is rebuilt around it.
     idle = [p for p in params if p.grad is None]
     if len(idle) == len(params):
         return NOT_FUSED
     live = [p for p in params if p.grad is not None]
-    keys = opt._state_keys(group)
+    batched = mode == "batched"
     states = []
     for p in live:
         state = opt.state[p]
         if len(state) == 0:
             opt._init_state(group, p, state)
-        if any(key not in state for key in keys):
+        if any(key not in state for key in opt._state_keys(group, p)):
             return DEFERRED  # created from the first gradient, by an eager step
         states.append(state)
     fusable, eager, reasons = [], [], []
     for p, state in zip(live, states):
-        reason = storage.unfusable_reason(p, state, keys)
+        keys = opt._state_keys(group, p)
+        shapes = expected_state_shapes(opt, group, p) if batched else None
+        reason = storage.unfusable_reason(p, state, keys, shapes)
         if reason is None:
             fusable.append((p, state))
         else:
@@ -254,11 +260,13 @@ def maybe_build_buckets(opt, index: int, group: dict, engine: str) -> int:
     if fusable:
         fparams = [p for p, _ in fusable]
         fstates = [s for _, s in fusable]
-        for idx in _uniform_buckets(fparams, fstates, keys):
+        for idx in _uniform_buckets(opt, group, fparams, fstates, batched):
             bparams = [fparams[i] for i in idx]
-            direct = fused.torch_kernel_applies(opt, group, bparams[0])
+            keys = opt._state_keys(group, bparams[0])
+            direct = not batched and fused.torch_kernel_applies(opt, group, bparams[0])
+            bstates = [fstates[i] for i in idx]
             buckets.append(
-                storage.build_bucket(bparams, [fstates[i] for i in idx], keys, direct_grads=direct)
+                storage.build_bucket(bparams, bstates, keys, direct_grads=direct, batched=batched)
             )
     opt._flat[index] = FlatGroup(buckets, idle, eager, reasons)
     opt.fused_stats["rebuilds"] += 1
@@ -284,18 +292,61 @@ def _release_flat_views(p: Tensor, state: dict) -> None:
 
 
 def _uniform_buckets(
-    params: list[Tensor], states: list[dict], keys: tuple[str, ...]
+    opt, group: dict, params: list[Tensor], states: list[dict], batched: bool
 ) -> list[list[int]]:
     """Indices of ``params`` by device, dtype and per-parameter scalar state (the step count,
     NAdam's ``mu_product``): one compiled call steps a bucket with one set of scalars, so
-    parameters unfrozen later, or skipped once, get their own bucket. (The elementwise state
-    ``keys`` of a 0-d parameter is 0-d too, and is not scalar state.)"""
+    parameters unfrozen later, or skipped once, get their own bucket. (The state tensors of a
+    0-d parameter are 0-d too, and are not scalar state.) ``batched``: also by shape."""
     buckets: dict[tuple, list[int]] = {}
     for i, (p, state) in enumerate(zip(params, states)):
+        keys = opt._state_keys(group, p)
         scalars = tuple(
             (k, float(v))
             for k, v in sorted(state.items())
             if k not in keys and torch.is_tensor(v) and v.dim() == 0
         )
-        buckets.setdefault((p.device, p.dtype, scalars), []).append(i)
+        shape = tuple(p.shape) if batched else None
+        buckets.setdefault((p.device, p.dtype, scalars, shape), []).append(i)
     return list(buckets.values())
+
+
+def formula_kinds(opt, group: dict) -> frozenset[str]:
+    """The kinds of operation the optimizer's formula uses with ``group``'s settings
+    (:data:`optimlab.core.vocabulary.KINDS`), found by recording it once on placeholders: what
+    an engine may do with the formula follows from them (:func:`fused_mode`)."""
+    keys = opt._state_keys(group)
+    rec = RecordingOps(2 + len(keys))
+    state = {key: [Sym(2 + j)] for j, key in enumerate(keys)}
+    probe = torch.zeros(2, 2)
+    scalars = {"step": torch.ones(())}
+    for spec in opt.state_spec:
+        if spec.shape == "scalar" and spec.when(group, probe):
+            scalars[spec.name] = spec.init(probe, group)
+    steps = [1.0] if opt.counts_steps else None
+    inputs = StepInputs(rec, group, [Sym(0)], [Sym(1)], state, steps, [scalars], {}, [(2, 2)])
+    opt._update(inputs)
+    return frozenset(rec.kinds)
+
+
+def fused_mode(opt, group: dict) -> str | None:
+    """How the fused engine runs ``group``: ``"flat"`` (an elementwise formula: one pass over
+    flat buffers of all the group's parameters), ``"batched"`` (reductions over a parameter
+    or matrix operations: one kernel per batch of same-shape parameters), or ``None``."""
+    kinds = formula_kinds(opt, group)
+    if kinds <= {"elementwise"}:
+        return "flat"
+    if kinds <= {"elementwise", "reduction", "matrix"}:
+        return "batched"
+    return None
+
+
+def expected_state_shapes(opt, group: dict, p: Tensor) -> dict[str, tuple[int, ...]]:
+    """The shape each state tensor of ``p`` has when its factory makes it (computed on the
+    ``meta`` device: nothing is allocated)."""
+    meta = torch.empty(p.shape, dtype=p.dtype, device="meta")
+    return {
+        spec.name: tuple(spec.init(meta, group).shape)
+        for spec in opt.state_spec
+        if spec.shape != "scalar" and spec.when(group, p)
+    }

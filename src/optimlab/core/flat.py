@@ -18,6 +18,7 @@ where autograd made them (:func:`build_bucket`).
 
 from __future__ import annotations
 
+import math
 import operator
 import os
 from dataclasses import dataclass, field
@@ -56,6 +57,20 @@ class FlatBucket:
     #: the bucket as torch's fused kernels see it: (param, grad or None for a direct
     #: parameter, {state key: tensor}) per contiguous run of routed parameters or direct one
     runs: list[tuple] = field(default_factory=list)
+    #: a batch of same-shape parameters (for formulas that reduce over a parameter or treat it
+    #: as a matrix): the parameters' shape, and each state tensor's; ``None``: a flat bucket
+    shape: tuple[int, ...] | None = None
+    state_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def kernel_inputs(self, keys: tuple[str, ...]) -> list[Tensor]:
+        """The kernel's tensors: parameters, gradients, then the state in ``keys`` order; flat
+        1-D buffers, or ``[B, *shape]`` views of them for a batch."""
+        tensors = [self.flat_param, self.flat_grad, *(self.state[k] for k in keys)]
+        if self.shape is None:
+            return tensors
+        n = len(self.params)
+        shapes = [self.shape, self.shape, *(self.state_shapes[k] for k in keys)]
+        return [t.view(n, *shape) for t, shape in zip(tensors, shapes)]
 
 
 def _move_into_flat(n: int, like: Tensor, offsets: list[int], numels: list[int], get, put):
@@ -92,7 +107,12 @@ def _offsets(params: list[Tensor]) -> tuple[list[int], list[int], int]:
 
 
 def build_bucket(
-    params: list[Tensor], states: list[dict], keys: tuple[str, ...], *, direct_grads: bool = False
+    params: list[Tensor],
+    states: list[dict],
+    keys: tuple[str, ...],
+    *,
+    direct_grads: bool = False,
+    batched: bool = False,
 ) -> FlatBucket:
     """Move ``params``, their grads and state into flat buffers; re-point everything to views.
 
@@ -103,6 +123,9 @@ def build_bucket(
     such parameter, and one per run of the others, whose gradients are copied in, cheaply,
     while they are small and still in cache. Compiled kernels need every gradient in the flat
     buffer.
+
+    ``batched``: the parameters share one shape and the kernel sees ``[B, *shape]`` views;
+    state tensors may then have shapes of their own (a factored second moment's rows).
     """
     direct = [p for p in params if direct_grads and p.numel() >= DIRECT_GRAD_MIN_NUMEL]
     is_direct = {id(p) for p in direct}
@@ -127,13 +150,20 @@ def build_bucket(
             gsize, like, goffsets, gnumels, lambda i: routed[i].grad, set_grad
         )
         state = {}
+        state_shapes = {}
         for key in keys:
+            shapes = [tuple(state[key].shape) for state in states]
+            shape = state_shapes[key] = shapes[0]
 
-            def set_state(i, view, key=key):
-                states[i][key] = view.view_as(params[i])
+            def set_state(i, view, key=key, shapes=shapes):
+                states[i][key] = view.view(shapes[i])
 
+            where, sizes, total = offsets, numels, size
+            if batched:  # every parameter's state of this key has this shape
+                k, n = math.prod(shape), len(params)
+                where, sizes, total = [i * k for i in range(n)], [k] * n, k * n
             state[key] = _move_into_flat(
-                size, like, offsets, numels, lambda i, key=key: states[i][key], set_state
+                total, like, where, sizes, lambda i, key=key: states[i][key], set_state
             )
     scalars = {}
     for key, value in states[0].items():
@@ -155,6 +185,8 @@ def build_bucket(
         storage=flat_param.untyped_storage()._cdata,
         direct=direct,
         runs=_runs(params, is_direct, offsets, flat_param, flat_grad, state) if direct else [],
+        shape=tuple(params[0].shape) if batched else None,
+        state_shapes=state_shapes,
     )
     attach_grad_hooks(bucket)
     return bucket
@@ -208,10 +240,12 @@ def torch_kernel_lists(bucket: FlatBucket) -> tuple[list[Tensor], list[Tensor], 
 PLAIN_TYPES = (Tensor, torch.nn.Parameter)
 
 
-def unfusable_reason(p: Tensor, state: dict, keys: tuple[str, ...]) -> str | None:
+def unfusable_reason(
+    p: Tensor, state: dict, keys: tuple[str, ...], shapes: dict | None = None
+) -> str | None:
     """Why ``p`` cannot live in flat buffers (``None`` if it can): it must be a plain real dense
-    floating-point leaf whose gradient is dense and whose state ``keys`` all exist with its own
-    shape and dtype."""
+    floating-point leaf whose gradient is dense and whose state ``keys`` all exist with its
+    dtype and device, and the shape ``shapes`` gives (default: the parameter's)."""
     if type(p) not in PLAIN_TYPES:
         return f"tensor subclass {type(p).__name__}"
     if p.is_complex():
@@ -224,7 +258,8 @@ def unfusable_reason(p: Tensor, state: dict, keys: tuple[str, ...]) -> str | Non
         value = state.get(key)
         if not torch.is_tensor(value):
             return f"state {key!r} not created yet"
-        if value.shape != p.shape or value.dtype != p.dtype or value.device != p.device:
+        shape = p.shape if shapes is None else shapes[key]
+        if value.shape != shape or value.dtype != p.dtype or value.device != p.device:
             return f"state {key!r} of another shape, dtype or device"
     return None
 

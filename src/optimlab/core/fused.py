@@ -94,16 +94,21 @@ def run_fused(
     n_inputs = 2 + len(keys)  # param, grad, then the state buffers in ``keys`` order
     rec = RecordingOps(n_inputs)
     state = {key: [Sym(2 + j)] for j, key in enumerate(keys)}
-    opt._update(StepInputs(rec, group, [Sym(0)], [Sym(1)], state, steps, [first], info))
+    for key in opt._state_keys(group):
+        state.setdefault(key, [None])  # a state this shape of parameter does not keep
+    shapes = [] if bucket.shape is None else [bucket.shape]
+    inputs = StepInputs(rec, group, [Sym(0)], [Sym(1)], state, steps, [first], info, shapes)
+    opt._update(inputs)
     for key, vec in bucket.scalars.items():
         if key != "step":  # other scalar state was updated on element 0 only
             vec.fill_(first[key].item())
     # bf16/fp16 parameters compute their scalars in fp32 (the kernel upcasts anyway).
     sdtype = flat.dtype if flat.dtype in (torch.float32, torch.float64) else torch.float32
     scalars = pack_scalars(bucket, rec.values, sdtype)
-    inputs = [flat, bucket.flat_grad, *(bucket.state[k] for k in keys)]
+    inputs = bucket.kernel_inputs(keys)
     compile_ = COMPILE
-    key = (tuple(rec.program), n_inputs, str(flat.device), flat.dtype, compile_)
+    batched = bucket.shape is not None
+    key = (tuple(rec.program), n_inputs, str(flat.device), flat.dtype, compile_, batched)
     kernel = codegen.get_kernel(key)
     started = time.perf_counter()
     try:
@@ -123,7 +128,7 @@ def run_fused(
             stacklevel=4,
         )
         stats["compile_failures"] = stats.get("compile_failures", 0) + 1
-        kernel = codegen.get_kernel((*key[:4], False))  # the same program, eagerly
+        kernel = codegen.get_kernel((*key[:4], False, batched))  # the same program, eagerly
         if not verified:
             codegen._KERNELS[key] = kernel
         kernel(inputs, scalars)

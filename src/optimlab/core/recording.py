@@ -52,7 +52,7 @@ class RecordingOps:
         self.size = n_inputs
         self.kinds: set[str] = set()
 
-    def _emit(self, op: Op, tensors, scalars) -> list[Sym] | None:
+    def _emit(self, op: Op, tensors, scalars, statics: dict) -> list[Sym] | None:
         slots = []
         for s in scalars:
             self.values.append(float(_first(s)))
@@ -62,7 +62,8 @@ class RecordingOps:
             index = self.size
             self.size += 1
         self.kinds.add(op.kind)
-        self.program.append((op.name, index, tuple(t[0].index for t in tensors), tuple(slots)))
+        args = tuple(t[0].index for t in tensors)
+        self.program.append((op.name, index, args, tuple(slots), tuple(statics.items())))
         return None if op.inplace else [Sym(index)]
 
 
@@ -70,10 +71,10 @@ def _recording_method(op: Op):
     eager = getattr(LOOP, op.name)
 
     def method(self, *args, **kwargs):
-        lists, scalars = bind(op, args, kwargs)
+        lists, scalars, statics = bind(op, args, kwargs)
         if not _symbolic(lists[0]):
-            return eager(*lists, *scalars)
-        return self._emit(op, lists, scalars)
+            return eager(*lists, *scalars, **statics)
+        return self._emit(op, lists, scalars, statics)
 
     method.__name__ = op.name
     return method

@@ -110,6 +110,9 @@ class StepInputs:
     from ``Optimizer._gradient(s)``, which applies ``maximize`` and the group's weight decay.
     ``steps`` are the step counts after this step's increment (``None`` for an optimizer that
     keeps none), ``scalars`` each parameter's state dict, where 0-d scalar state lives.
+    ``shapes`` are the parameters' own shapes (one per list entry; for a batch of same-shape
+    parameters, their shape; empty for the fused engine's flat buffers, which only elementwise
+    formulas see): a formula whose scalars depend on a parameter's shape reads them here.
     """
 
     ops: Any
@@ -120,3 +123,4 @@ class StepInputs:
     steps: list[float] | None = None
     scalars: list[dict] = field(default_factory=list)
     info: dict = field(default_factory=dict)
+    shapes: list[tuple[int, ...]] = field(default_factory=list)

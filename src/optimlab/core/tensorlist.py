@@ -46,11 +46,16 @@ def _uniform(s: Scalar) -> Scalar:
     return s
 
 
-def bind(op: Op, args: tuple, kwargs: dict) -> tuple[tuple, list]:
-    """``op``'s tensor lists and scalars from a call's arguments, defaults applied."""
+def bind(op: Op, args: tuple, kwargs: dict) -> tuple[tuple, list, dict]:
+    """``op``'s tensor lists, scalars (defaults applied) and static arguments from a call."""
     if len(args) < op.tensors:
         raise TypeError(f"{op.name}() takes {op.tensors} tensor lists, got {len(args)}")
     lists, scalars = args[: op.tensors], list(args[op.tensors :])
+    statics = {}
+    for name in op.statics:
+        if name not in kwargs:
+            raise TypeError(f"{op.name}() missing keyword argument {name!r}")
+        statics[name] = kwargs.pop(name)
     first_default = len(op.scalars) - len(op.defaults)
     for i in range(len(scalars), len(op.scalars)):
         name = op.scalars[i]
@@ -62,7 +67,7 @@ def bind(op: Op, args: tuple, kwargs: dict) -> tuple[tuple, list]:
             raise TypeError(f"{op.name}() missing scalar {name!r}")
     if kwargs or len(scalars) > len(op.scalars):
         raise TypeError(f"{op.name}() got unexpected arguments {sorted(kwargs) or args}")
-    return lists, scalars
+    return lists, scalars, statics
 
 
 def _math_one(op: Op):
@@ -72,11 +77,11 @@ def _math_one(op: Op):
     if op.kind == "elementwise":
         return math
 
-    def batched(*args):
+    def batched(*args, **statics):
         lifted = [
             a[None] if i < op.tensors and isinstance(a, Tensor) else a for i, a in enumerate(args)
         ]
-        return math(*lifted)[0]
+        return math(*lifted, **statics)[0]
 
     return batched
 
@@ -88,7 +93,7 @@ def _one_tensor(op: Op):
         return op.loop
     math = _math_one(op)
     if op.inplace:
-        return lambda x, *rest: x.copy_(math(x, *rest))
+        return lambda x, *rest, **statics: x.copy_(math(x, *rest, **statics))
     return math
 
 
@@ -130,10 +135,10 @@ def _loop_method(op: Op):
     one = _one_tensor(op)
 
     def method(self, *args, **kwargs):
-        lists, scalars = bind(op, args, kwargs)
+        lists, scalars, statics = bind(op, args, kwargs)
         n = len(lists[0])
         columns = [*lists, *(_per_tensor(s, n) for s in scalars)]
-        results = [one(*(c[i] for c in columns)) for i in range(n)]
+        results = [one(*(c[i] for c in columns), **statics) for i in range(n)]
         return None if op.inplace else results
 
     return method
@@ -141,10 +146,10 @@ def _loop_method(op: Op):
 
 def _foreach_method(op: Op, fallback):
     def method(self, *args, **kwargs):
-        lists, scalars = bind(op, args, kwargs)
+        lists, scalars, statics = bind(op, args, kwargs)
         if not lists[0]:
             return None if op.inplace else []
-        out = op.foreach(*lists, *(_uniform(s) for s in scalars))
+        out = op.foreach(*lists, *(_uniform(s) for s in scalars), **statics)
         return None if op.inplace else list(out)
 
     return method if op.foreach is not None else fallback
@@ -154,19 +159,19 @@ def _differentiable_method(op: Op):
     math = _math_one(op)
 
     def method(self, *args, **kwargs):
-        lists, scalars = bind(op, args, kwargs)
+        lists, scalars, statics = bind(op, args, kwargs)
         n = len(lists[0])
         operands = [*lists[1:], *(_per_tensor(s, n) for s in scalars)]
         if not op.inplace:
             columns = [lists[0], *operands]
-            return [math(*(self._operand(c[i]) for c in columns)) for i in range(n)]
+            return [math(*(self._operand(c[i]) for c in columns), **statics) for i in range(n)]
         xs = lists[0]
         for i, x in enumerate(xs):
             rest = [self._operand(c[i]) for c in operands]
             if id(x) in self.persistent:
-                x.copy_(math(x.clone(), *rest))
+                x.copy_(math(x.clone(), *rest, **statics))
             else:
-                xs[i] = math(x, *rest)
+                xs[i] = math(x, *rest, **statics)
         return None
 
     return method

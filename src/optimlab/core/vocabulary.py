@@ -52,6 +52,9 @@ class Op:
     loop: Callable | None = None  # native, one tensor (and its scalars) at a time
     foreach: Callable | None = None  # native, whole lists (scalars as given: one or a list)
     doc: str = ""
+    #: keyword arguments that are part of the program, not scalars (an iteration count, a
+    #: dtype): named in ``math`` by their own names, written into a generated kernel as values
+    statics: tuple[str, ...] = ()
 
     @property
     def arity(self) -> int:
@@ -198,6 +201,9 @@ VOCABULARY: tuple[Op, ...] = (
        doc="mean over the second-to-last dimension (a factor's normaliser)"),
     # -- matrices --------------------------------------------------------------------------------
     Op("matmul", "t0 @ t1", 2, kind="matrix"),
+    Op("newton_schulz", "_newton_schulz(t0, s0, s1, s2, steps, s3, dtype)", 1,
+       ("a", "b", "c", "eps"), statics=("steps", "dtype"), kind="matrix",
+       doc="Newton–Schulz orthogonalisation of each matrix (see _newton_schulz)"),
     Op("as_matrix", "_as_matrix(t0)", 1, kind="matrix",
        doc="each parameter as [out, rest] (conv weights flattened as Muon's authors do)"),
     Op("reshape_as", "t0.reshape(t1.shape)", 2, kind="matrix",
@@ -210,4 +216,6 @@ BY_NAME: dict[str, Op] = {op.name: op for op in VOCABULARY}
 def math_function(op: Op) -> Callable:
     """The op's math as a Python function of its tensors and scalars (out of place)."""
     args = [f"t{i}" for i in range(op.tensors)] + [f"s{i}" for i in range(len(op.scalars))]
+    if op.statics:
+        args += ["*", *op.statics]
     return eval(f"lambda {', '.join(args)}: {op.math}", dict(MATH_NAMESPACE))  # noqa: S307

@@ -329,7 +329,7 @@ class Optimizer(torch.optim.Optimizer):
         status = None
         if engine in ("fused", "auto"):
             if index not in self._flat:
-                status = maybe_build_buckets(self, index, group, engine)
+                status = maybe_build_buckets(self, index, hp, engine)
             rest = try_fused_step(self, index, hp, info)
             if rest is not None:
                 if not rest:
@@ -339,7 +339,7 @@ class Optimizer(torch.optim.Optimizer):
         self._eager_step(hp, params, info, eager)
         if status == DEFERRED and index not in self._flat:
             # state created from the first gradient (SGD's momentum) exists now
-            maybe_build_buckets(self, index, group, engine)
+            maybe_build_buckets(self, index, hp, engine)
 
     def _eager_step(self, group: dict, candidates: list[Tensor], info: dict, engine: str):
         # A switch turned on mid-run (amsgrad, centered, momentum) starts its buffer as it would
