@@ -555,11 +555,13 @@ def test_muon_matches_torch_optim_muon_with_float64_newton_schulz(
 
 # bfloat16 keeps 8 significant bits: each rounding is off by up to u = 2^−8 ≈ 3.9e-3
 # relative. torch's Newton–Schulz rounds its input once and then A, B and X in each of its 5
-# iterations: 16 roundings, so the orthogonalised update O may differ from the float64 one by up
-# to ~16·u = 6.25e-2 in relative Frobenius norm (measured here: 1.9e-2 to 3.3e-2). The bound
-# still separates: from the second step on, the update of the other Nesterov setting is more
-# than 0.29 away (checked below).
-BF16_UPDATE_TOLERANCE = 16 * 2.0**-8
+# iterations, 16 roundings: ~16·u = 6.3e-2 if they all added up in a well-conditioned matrix.
+# Measured here, the orthogonalised update O differs from the float64 one by 1e-2 to 5.4e-2 in
+# relative Frobenius norm; the largest on a square matrix whose smallest singular value is 1/700
+# of its largest, a direction in which the quintic's slope (a ≈ 3.44 near 0, on each of the 5
+# steps) magnifies the rounding. The tolerance, 0.1, leaves twice that room and still separates:
+# from the second step on, the update of the other Nesterov setting is more than 0.29 away.
+BF16_UPDATE_TOLERANCE = 0.1
 
 
 @pytest.mark.parametrize("shape", MUON_SHAPES, ids=str)

@@ -31,7 +31,8 @@ def lion(
     Two betas, two roles: β1 only mixes the current gradient into the direction, β2 is the decay
     of the stored momentum; the paper's defaults are β1 = 0.9, β2 = 0.99. Every coordinate
     moves by exactly lr (sign(0) = 0 moves it by nothing), so the update is larger in norm than
-    SGD's or AdamW's and lr is typically 3-10× smaller than AdamW's (paper, Sec. 5).
+    SGD's or AdamW's: the authors find lr 3-10× smaller than AdamW's, and λ 3-10× larger to
+    keep lr·λ, works (google/automl, lion/README.md).
 
     Weight decay by ``weight_decay_mode``: "decoupled" is the paper's line above (θ ← θ − lr·λθ,
     like ``optax.lion`` and ``lion_pytorch.Lion(decoupled_weight_decay=False)``); "scheduled"
