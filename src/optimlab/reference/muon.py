@@ -27,8 +27,9 @@ def newton_schulz(G, *, ns_coefficients, ns_steps, eps):
     On the SVD X = U·diag(σ)·Vᵀ each iteration maps every singular value through the odd
     quintic p(σ) = a·σ + b·σ³ + c·σ⁵ and keeps U and V, so the result is U·diag(p^k(σ))·Vᵀ. The
     default coefficients (3.4445, −4.775, 2.0315) maximise the slope at 0 rather than converge:
-    after 5 steps the singular values lie roughly in [0.7, 1.2], not at 1. KellerJordan/Muon and
-    Moonshot's code divide by ‖G‖_F + eps instead of clamping; both run this in bfloat16.
+    after 5 steps every normalised singular value above ~3e-3 ends in [0.68, 1.2], not at 1,
+    and smaller ones are multiplied by about a⁵ ≈ 480. KellerJordan/Muon and Moonshot's code
+    divide by ‖G‖_F + eps instead of clamping; both run this in bfloat16.
     """
     X = np.array(G, dtype=np.float64)
     if X.ndim != 2:
