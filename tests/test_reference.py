@@ -21,6 +21,18 @@ EXECUTION = {"params", "engine", "foreach", "fused", "capturable", "differentiab
 NAMES = sorted(REFERENCES)
 
 
+def _class(name: str):
+    return optimlab.get_optimizer_class(name)
+
+
+#: references whose class has ``maximize`` (torch.optim.Muon, hence Muon, has none)
+MAXIMIZING = [n for n in NAMES if "maximize" in inspect.signature(_class(n)).parameters]
+#: references whose class takes complex parameters (as pairs of reals)
+COMPLEX = [n for n in NAMES if _class(n).supports_complex]
+#: references of matrices only: at least 2 dimensions
+MATRIX_ONLY = {n for n in NAMES if getattr(_class(n), "matrix_only", False)}
+
+
 def _class_defaults(name: str) -> dict:
     """The constructor defaults of the optimizer class registered under ``name``."""
     cls = optimlab.get_optimizer_class(name)
@@ -40,6 +52,27 @@ def hyper(name, **overrides):
     kwargs = {k: defaults[k] for k in keywords(name) - {"initial_lr"}} | overrides
     kwargs.setdefault("initial_lr", kwargs["lr"])  # no lr schedule unless a test sets one
     return kwargs
+
+
+def sample(name):
+    """A parameter and three gradients of a shape every reference accepts: 3 entries, or a
+    2×3 matrix for the matrix-only ones."""
+    theta = np.array([0.5, -1.0, 2.0])
+    grads = [np.array([0.1, -0.2, 0.3]), np.array([-0.4, 0.1, 0.2]), np.array([0.3, 0.3, -0.1])]
+    if name in MATRIX_ONLY:
+        theta = np.stack([theta, theta[::-1] + 0.25])
+        grads = [np.stack([g, 0.5 - g]) for g in grads]
+    return theta, grads
+
+
+def state_shape(name, key, shape):
+    """The shape of state array ``key`` for a parameter of ``shape``: the parameter's own,
+    except Adafactor's factored row and column statistics."""
+    if key == "R":
+        return shape[:-1] + (1,)
+    if key == "C":
+        return shape[:-2] + (1,) + shape[-1:]
+    return shape
 
 
 def run(name, theta0, grads, **overrides):
@@ -96,24 +129,27 @@ def test_package_source_imports_neither_torch_nor_optimlab():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_first_call_initialises_state_with_paper_symbols(name):
-    """The state is the class's, under the paper's symbols: one array of θ's shape per state
-    tensor the class keeps, plus the step count ``t`` and 0-d scalars."""
-    theta = np.array([0.5, -1.0, 2.0])
-    state = {}
-    REFERENCES[name](theta, np.array([0.1, -0.2, 0.3]), state, **hyper(name))
+    """The state is the class's, under the paper's symbols: one array per state tensor the
+    class keeps for such a parameter, plus the step count ``t`` and 0-d scalars."""
     import torch
 
-    opt = optimlab.create_optimizer(name, [torch.zeros(3, requires_grad=True)])
-    kept = {s.name for s in opt.state_spec if s.when(opt.param_groups[0], None)}
-    arrays = {k for k, v in state.items() if isinstance(v, np.ndarray) and v.shape == theta.shape}
-    assert len(arrays) == len(kept - {"mu_product"}), (sorted(state), sorted(kept))
+    theta, (grad, *_) = sample(name)
+    state = {}
+    REFERENCES[name](theta, grad, state, **hyper(name))
+    p = torch.zeros(theta.shape, requires_grad=True)
+    opt = optimlab.create_optimizer(name, [p])
+    kept = opt._state_keys(opt.param_groups[0], p)
+    arrays = {k for k in state if k not in ("t", "mu_product")}
+    assert len(arrays) == len(kept), (sorted(state), kept)
+    for key in arrays:
+        assert state[key].shape == state_shape(name, key, theta.shape), key
     if "t" in state:
         assert state["t"] == 1
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_inputs_are_not_mutated_and_a_new_array_is_returned(name):
-    theta, grad = np.array([0.5, -1.0, 2.0]), np.array([0.1, -0.2, 0.3])
+    theta, (grad, *_) = sample(name)
     theta_before, grad_before = theta.copy(), grad.copy()
     new = REFERENCES[name](theta, grad, {}, **hyper(name, weight_decay=0.1))
     assert new is not theta and not np.shares_memory(new, theta)
@@ -121,8 +157,14 @@ def test_inputs_are_not_mutated_and_a_new_array_is_returned(name):
     np.testing.assert_array_equal(grad, grad_before)
 
 
-@pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("shape", [(), (0,), (2, 0, 3)])
+EDGE_SHAPES = [
+    (name, shape)
+    for name in NAMES
+    for shape in ([(0, 3), (3, 0), (2, 0, 3)] if name in MATRIX_ONLY else [(), (0,), (2, 0, 3)])
+]
+
+
+@pytest.mark.parametrize(("name", "shape"), EDGE_SHAPES)
 def test_zero_dim_and_zero_size_parameters(name, shape):
     theta = np.full(shape, 0.75)
     state = {}
@@ -131,12 +173,14 @@ def test_zero_dim_and_zero_size_parameters(name, shape):
     assert isinstance(theta, np.ndarray) and theta.shape == shape and theta.dtype == np.float64
     for key, value in state.items():
         if key not in ("t", "mu_product"):
-            assert isinstance(value, np.ndarray) and value.shape == shape, key
+            assert isinstance(value, np.ndarray), key
+            assert value.shape == state_shape(name, key, shape), key
+            assert np.all(np.isfinite(value)), key
     if shape == ():
         assert float(theta) > 0.75  # a negative gradient moves θ up
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", MAXIMIZING)
 def test_maximize_is_minimising_the_negated_gradient(name):
     theta0 = np.array([0.5, -1.0, 2.0])
     grads = [np.array([0.1, -0.2, 0.3]), np.array([-0.4, 0.1, 0.2]), np.array([0.3, 0.3, -0.1])]
@@ -151,8 +195,10 @@ def test_maximize_is_minimising_the_negated_gradient(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_unknown_weight_decay_mode_is_an_error_even_without_decay(name):
+    theta, (grad, *_) = sample(name)
+    kwargs = hyper(name, weight_decay=0.0, weight_decay_mode="L2")
     with pytest.raises(ValueError, match="weight_decay_mode"):
-        REFERENCES[name](np.ones(2), np.ones(2), {}, **hyper(name, weight_decay_mode="L2"))
+        REFERENCES[name](theta, grad, {}, **kwargs)
 
 
 @pytest.mark.parametrize(
@@ -162,12 +208,16 @@ def test_unknown_weight_decay_mode_is_an_error_even_without_decay(name):
         ("adam", "amsgrad_form", "paper"),
         ("amsgrad", "amsgrad_form", "paper"),
         ("radam", "below_threshold", "adam"),
+        ("adafactor", "eps1_mode", "paper"),
+        ("muon", "momentum_form", "heavy_ball"),
+        ("muon", "adjust_lr_fn", "spectral"),
     ],
 )
 def test_unknown_convention_is_an_error(name, keyword, value):
+    theta, (grad, *_) = sample(name)
     state = {}
     with pytest.raises(ValueError, match=keyword):
-        REFERENCES[name](np.ones(2), np.ones(2), state, **hyper(name, **{keyword: value}))
+        REFERENCES[name](theta, grad, state, **hyper(name, **{keyword: value}))
     assert state == {}
 
 
@@ -178,7 +228,7 @@ def run_complex(name, theta, grads):
     return theta, state
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", COMPLEX)
 def test_complex_parameters_are_pairs_of_reals(name):
     z = np.array([0.5 - 1.0j, 2.0 + 0.25j])
     grads = [np.array([0.1 + 0.3j, -0.2 - 0.1j]), np.array([-0.4 + 0.2j, 0.1 + 0.0j])]
@@ -189,6 +239,17 @@ def test_complex_parameters_are_pairs_of_reals(name):
     assert np.iscomplexobj(as_complex)
     np.testing.assert_array_equal(as_complex.real, pairs[..., 0])
     np.testing.assert_array_equal(as_complex.imag, pairs[..., 1])
+
+
+@pytest.mark.parametrize("name", sorted(set(NAMES) - set(COMPLEX)))
+def test_complex_parameters_are_rejected_where_torch_rejects_them(name):
+    # a (real, imag) axis would become one of the matrix dimensions Adafactor factors over and
+    # Muon orthogonalises, so these take real parameters only, as torch.optim's do
+    z = np.array([[0.5 - 1.0j, 2.0 + 0.25j], [1.0 + 0.0j, -0.5j]])
+    state = {}
+    with pytest.raises(TypeError, match="complex"):
+        REFERENCES[name](z, z, state, **hyper(name))
+    assert state == {}
 
 
 # --- weight decay ------------------------------------------------------------------------------
@@ -560,6 +621,114 @@ def test_amsbound_uses_the_running_maximum_of_v():
     assert lower2 < step2 / np.sqrt(v1) < step2 / np.sqrt(v2) < upper2
     close(ams, -eta1 * (1 - b1) * g1 - step2 / np.sqrt(v1) * m2)
     close(plain, -eta1 * (1 - b1) * g1 - step2 / np.sqrt(v2) * m2)
+
+
+# --- Lion, Adafactor, Muon: properties of the conventions --------------------------------------
+# (their steps by hand and their parity with outside implementations: test_reference_outside.py)
+
+
+def test_lion_l2_decay_goes_through_the_momentum_and_decoupled_does_not():
+    theta, lam, lr = np.array([1.0, -3.0, 0.5]), 0.2, 0.1
+    decoupled, decoupled_state = run(
+        "lion", theta, [np.zeros(3)], lr=lr, weight_decay=lam, weight_decay_mode="decoupled"
+    )
+    close(decoupled, (1 - lr * lam) * theta)  # sign(c) = sign(0) = 0: only the decay moves θ
+    np.testing.assert_array_equal(decoupled_state["m"], 0.0)
+    l2, l2_state = run(
+        "lion", theta, [np.zeros(3)], lr=lr, weight_decay=lam, weight_decay_mode="l2"
+    )
+    close(l2, theta - lr * np.sign(theta))  # g = λθ, so c = (1 − β1)·λθ and θ moves by lr·sign(θ)
+    close(l2_state["m"], (1 - 0.99) * lam * theta)
+
+
+def test_adafactor_factors_each_matrix_of_a_stack_on_its_own():
+    # a 3-D parameter is factored over its last two axes, batched over the first: the same as
+    # stepping each 2-D slice alone, except that the parameter scale and the clipping RMS are
+    # taken over the whole tensor, so they are held equal here (no scale, no clipping: d large)
+    rng = np.random.default_rng(0)
+    theta0, grads = rng.normal(size=(2, 3, 4)), [rng.normal(size=(2, 3, 4)) for _ in range(4)]
+    grads[2][1] *= 100.0  # one slice's statistics much larger than the other's
+    options = {"relative_step": False, "scale_parameter": False, "d": 1e9}
+    stacked, state = run("adafactor", theta0, grads, **options)
+    for i in range(2):
+        alone, alone_state = run("adafactor", theta0[i], [g[i] for g in grads], **options)
+        close(stacked[i], alone)
+        close(state["R"][i], alone_state["R"])
+        close(state["C"][i], alone_state["C"])
+
+
+def test_adafactor_unfactored_matrix_is_the_flat_vector_step():
+    # factored=False keeps a full second moment v of θ's shape; every other part of the step is
+    # elementwise or over the whole tensor, so it equals the step of the flattened parameter
+    rng = np.random.default_rng(1)
+    theta0, grads = rng.normal(size=(3, 4)), [rng.normal(size=(3, 4)) for _ in range(4)]
+    matrix, state = run("adafactor", theta0, grads, factored=False, beta1=0.9)
+    flat, _ = run("adafactor", theta0.ravel(), [g.ravel() for g in grads], beta1=0.9)
+    close(matrix.ravel(), flat)
+    assert set(state) == {"t", "v", "m"} and state["v"].shape == (3, 4)
+
+
+def test_adafactor_factored_second_moment_is_exact_for_a_rank_one_gradient_square():
+    # when g² = r·cᵀ is rank 1 (|g| an outer product) the factored V̂ = R·C/mean(R) is g² itself
+    # on the first step, so U = sign(g) exactly, as Adam's (unfactored) first step would give
+    r, c = np.array([1.0, 4.0, 0.25]), np.array([2.0, 0.5])
+    g = np.sqrt(np.outer(r, c)) * np.array([[1.0, -1.0], [-1.0, 1.0], [1.0, 1.0]])
+    theta, _ = run("adafactor", np.zeros((3, 2)), [g], relative_step=False, scale_parameter=False)
+    close(theta, -1e-2 * np.sign(g))
+
+
+def run_muon(theta0, grads, momenta, **overrides):
+    theta, state = np.asarray(theta0, dtype=np.float64), {}
+    for g, mu in zip(grads, momenta):
+        theta = reference.muon(theta, g, state, **hyper("muon", momentum=mu, **overrides))
+    return theta, state
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_muon_momentum_forms_agree_while_momentum_is_constant_and_part_when_it_changes(nesterov):
+    # the "ema" buffer is (1 − μ) times the "sum" buffer, and Newton–Schulz normalises its input
+    rng = np.random.default_rng(2)
+    theta0, grads = rng.normal(size=(4, 6)), [rng.normal(size=(4, 6)) for _ in range(5)]
+    constant = [0.9] * 5
+    ema, ema_state = run_muon(theta0, grads, constant, nesterov=nesterov, momentum_form="ema")
+    total, sum_state = run_muon(theta0, grads, constant, nesterov=nesterov, momentum_form="sum")
+    close(ema, total, rel=1e-12)
+    close(ema_state["b"], (1 - 0.9) * sum_state["b"])
+    warm_up = [0.5, 0.6, 0.7, 0.8, 0.9]  # a momentum warm-up, as in the modded-nanogpt runs
+    ema, _ = run_muon(theta0, grads, warm_up, nesterov=nesterov, momentum_form="ema")
+    total, _ = run_muon(theta0, grads, warm_up, nesterov=nesterov, momentum_form="sum")
+    assert np.max(np.abs(ema - total)) > 1e-4
+
+
+@pytest.mark.parametrize("adjust_lr_fn", ["original", "match_rms_adamw"])
+def test_muon_orthogonalises_a_convolution_weight_as_its_out_by_rest_matrix(adjust_lr_fn):
+    # a [out, in, kh, kw] weight is the [out, in·kh·kw] matrix, and the lr adjustment uses that
+    # matrix's shape: here [3, 24], so "original" gives lr·√max(1, 3/24) = lr
+    rng = np.random.default_rng(3)
+    theta0, grads = rng.normal(size=(3, 2, 3, 4)), [rng.normal(size=(3, 2, 3, 4)) for _ in range(3)]
+    momenta = [0.95] * 3
+    conv, state = run_muon(theta0, grads, momenta, adjust_lr_fn=adjust_lr_fn)
+    matrix, _ = run_muon(
+        theta0.reshape(3, 24), [g.reshape(3, 24) for g in grads], momenta, adjust_lr_fn=adjust_lr_fn
+    )
+    close(conv.reshape(3, 24), matrix)
+    assert state["b"].shape == (3, 2, 3, 4)
+
+
+def test_muon_l2_decay_enters_the_buffer_and_decoupled_decay_uses_the_unadjusted_lr():
+    theta0, lr, lam = np.arange(1.0, 7.0).reshape(3, 2), 0.1, 0.5
+    zero = [np.zeros((3, 2))]
+    # decoupled: zero gradient, so the buffer stays 0, Newton–Schulz gives 0 and only the decay
+    # acts, with lr itself although the 3×2 shape adjusts the update's lr by √1.5
+    decoupled, state = run_muon(theta0, zero, [0.9], lr=lr, weight_decay=lam)
+    close(decoupled, (1 - lr * lam) * theta0)
+    np.testing.assert_array_equal(state["b"], 0.0)
+    scheduled, _ = run_muon(
+        theta0, zero, [0.9], lr=lr, initial_lr=0.4, weight_decay=lam, weight_decay_mode="scheduled"
+    )
+    close(scheduled, (1 - 0.25 * lam) * theta0)
+    _, l2_state = run_muon(theta0, zero, [0.9], lr=lr, weight_decay=lam, weight_decay_mode="l2")
+    close(l2_state["b"], (1 - 0.9) * lam * theta0)
 
 
 # --- the oracle agrees with torch.optim where the algorithm is the same --------------------------
