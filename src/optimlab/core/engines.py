@@ -6,7 +6,7 @@
 (see :mod:`optimlab.core.fused`). ``auto`` picks the best engine that applies.
 
 The optimizer is duck-typed here (the core never imports :mod:`optimlab.optim`): it provides
-``counts_steps``, ``_state_keys(group)``, ``_init_state(group, p, state)``, ``state``,
+``_counts_steps(group)``, ``_state_keys(group)``, ``_init_state(group, p, state)``, ``state``,
 ``_flat``, ``_numel_cache``, ``fused_stats`` and
 ``_update(StepInputs)``; see :mod:`optimlab.core.state`.
 """
@@ -90,12 +90,13 @@ def run_step(
             ops = DifferentiableOps({id(t) for t in kept})
         fresh = {k: [i for i, t in enumerate(state[k]) if t is None] for k in keys}
         steps = None
-        if opt.counts_steps:
+        if opt._counts_steps(group):
             counters = [s["step"] for s in raw]
             ops.add_scalar_(counters, 1.0)
             steps = [c.item() for c in counters]
         shapes = [tuple(t.shape) for t in p]
-        opt._update(StepInputs(ops, group, p, g, state, steps, raw, info, shapes))
+        dtypes = [t.dtype for t in p]
+        opt._update(StepInputs(ops, group, p, g, state, steps, raw, info, shapes, dtypes))
         # Buffers an optimizer creates lazily (SGD's momentum) are stored back with the
         # parameter's own dtype, complex included.
         for k, positions in fresh.items():
@@ -323,8 +324,10 @@ def formula_kinds(opt, group: dict) -> frozenset[str]:
     for spec in opt.state_spec:
         if spec.shape == "scalar" and spec.when(group, probe):
             scalars[spec.name] = spec.init(probe, group)
-    steps = [1.0] if opt.counts_steps else None
-    inputs = StepInputs(rec, group, [Sym(0)], [Sym(1)], state, steps, [scalars], {}, [(2, 2)])
+    steps = [1.0] if opt._counts_steps(group) else None
+    inputs = StepInputs(
+        rec, group, [Sym(0)], [Sym(1)], state, steps, [scalars], {}, [(2, 2)], [torch.float32]
+    )
     opt._update(inputs)
     return frozenset(rec.kinds)
 

@@ -82,7 +82,7 @@ def run_fused(
 ) -> None:
     """One fused step of ``opt``'s formula over ``bucket``."""
     first = dict(bucket.first)  # _update may rebind entries; the views stay
-    steps = [count_step(bucket)] if opt.counts_steps else None
+    steps = [count_step(bucket)] if opt._counts_steps(group) else None
     flat = bucket.flat_param
     if torch_kernel_applies(opt, group, flat):
         params, grads, state = torch_kernel_lists(bucket)
@@ -97,7 +97,8 @@ def run_fused(
     for key in opt._state_keys(group):
         state.setdefault(key, [None])  # a state this shape of parameter does not keep
     shapes = [] if bucket.shape is None else [bucket.shape]
-    inputs = StepInputs(rec, group, [Sym(0)], [Sym(1)], state, steps, [first], info, shapes)
+    dtypes = [flat.dtype]
+    inputs = StepInputs(rec, group, [Sym(0)], [Sym(1)], state, steps, [first], info, shapes, dtypes)
     opt._update(inputs)
     for key, vec in bucket.scalars.items():
         if key != "step":  # other scalar state was updated on element 0 only

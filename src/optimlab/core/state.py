@@ -112,7 +112,8 @@ class StepInputs:
     keeps none), ``scalars`` each parameter's state dict, where 0-d scalar state lives.
     ``shapes`` are the parameters' own shapes (one per list entry; for a batch of same-shape
     parameters, their shape; empty for the fused engine's flat buffers, which only elementwise
-    formulas see): a formula whose scalars depend on a parameter's shape reads them here.
+    formulas see): a formula whose scalars depend on a parameter's shape reads them here;
+    ``dtypes`` likewise (one per list entry, the fused engine's too).
     """
 
     ops: Any
@@ -124,3 +125,4 @@ class StepInputs:
     scalars: list[dict] = field(default_factory=list)
     info: dict = field(default_factory=dict)
     shapes: list[tuple[int, ...]] = field(default_factory=list)
+    dtypes: list[torch.dtype] = field(default_factory=list)

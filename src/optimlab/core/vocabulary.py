@@ -79,22 +79,28 @@ def _as_matrix(t: Tensor) -> Tensor:
     return t.reshape(t.shape[0], t.shape[1], -1) if t.dim() > 3 else t
 
 
-def _newton_schulz(g: Tensor, a, b, c, steps: int, eps, dtype: torch.dtype) -> Tensor:
+def _newton_schulz(g: Tensor, a: float, b: float, c: float, steps: int, eps: float, dtype):
     """Newton–Schulz orthogonalisation of each matrix of a batch ``[B, m, n]``, computed in
     ``dtype``: ``X ← X/max(‖X‖_F, eps)``, then ``steps`` times ``A = X·Xᵀ``,
     ``X ← a·X + (b·A + c·A·A)·X`` on the wide orientation (``m ≤ n``); the result has ``g``'s
     shape and ``dtype``. The quintic's coefficients (Jordan et al. 2024) push every singular
-    value into about [0.7, 1.2] in five steps."""
-    x = g.to(dtype)
+    value into about [0.7, 1.2] in five steps. A batch of one runs torch.optim.Muon's own 2-D
+    ``addmm`` calls, so it rounds as torch does in bfloat16 (the batched ``baddbmm`` of larger
+    batches may round one matrix differently)."""
+    single = g.shape[0] == 1
+    x = g.to(dtype)[0] if single else g.to(dtype)
     tall = x.shape[-2] > x.shape[-1]
     if tall:
         x = x.mT
     norm = torch.linalg.vector_norm(x, dim=(-2, -1), keepdim=True)
     x = x / torch.clamp(norm, min=eps)
+    product = torch.addmm if single else torch.baddbmm
     for _ in range(steps):
         gram = x @ x.mT
-        x = a * x + (b * gram + c * (gram @ gram)) @ x
-    return x.mT if tall else x
+        update = product(gram, gram, gram, beta=b, alpha=c)
+        x = product(x, update, x, beta=a)
+    x = x.mT if tall else x
+    return x[None] if single else x
 
 
 #: names available to an operation's math (and to the fused engine's generated kernels)
@@ -144,6 +150,7 @@ VOCABULARY: tuple[Op, ...] = (
     Op("abs", "torch.abs(t0)", 1, loop=torch.abs, foreach=torch._foreach_abs),
     Op("sign", "torch.sign(t0)", 1, loop=torch.sign, foreach=torch._foreach_sign),
     Op("sqrt", "torch.sqrt(t0)", 1, loop=torch.sqrt, foreach=torch._foreach_sqrt),
+    Op("rsqrt", "torch.rsqrt(t0)", 1, loop=torch.rsqrt, foreach=torch._foreach_rsqrt),
     Op("reciprocal", "torch.reciprocal(t0)", 1, loop=torch.reciprocal,
        foreach=torch._foreach_reciprocal),
     Op("add", "t0 + t1 * s0", 2, ("alpha",), (1.0,),
@@ -201,13 +208,14 @@ VOCABULARY: tuple[Op, ...] = (
        doc="mean over the second-to-last dimension (a factor's normaliser)"),
     # -- matrices --------------------------------------------------------------------------------
     Op("matmul", "t0 @ t1", 2, kind="matrix"),
-    Op("newton_schulz", "_newton_schulz(t0, s0, s1, s2, steps, s3, dtype)", 1,
-       ("a", "b", "c", "eps"), statics=("steps", "dtype"), kind="matrix",
+    Op("newton_schulz", "_newton_schulz(t0, a, b, c, steps, eps, dtype)", 1,
+       statics=("a", "b", "c", "steps", "eps", "dtype"), kind="matrix",
        doc="Newton–Schulz orthogonalisation of each matrix (see _newton_schulz)"),
     Op("as_matrix", "_as_matrix(t0)", 1, kind="matrix",
        doc="each parameter as [out, rest] (conv weights flattened as Muon's authors do)"),
-    Op("reshape_as", "t0.reshape(t1.shape)", 2, kind="matrix",
-       doc="t0's elements in t1's shape (undoes as_matrix)"),
+    Op("reshape_as", "t0.reshape(t1.shape).to(t1.dtype)", 2, kind="matrix",
+       doc="t0's elements in t1's shape and dtype (undoes as_matrix, and a low-precision "
+       "Newton–Schulz)"),
 )  # fmt: skip
 
 BY_NAME: dict[str, Op] = {op.name: op for op in VOCABULARY}

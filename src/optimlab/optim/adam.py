@@ -20,6 +20,37 @@ from optimlab.optim.spec import ADAM_SPACE, TorchTwin
 AMSGRAD_FORMS = ("raw", "corrected")
 
 
+def adam_step(
+    s: StepInputs,
+    g: list,
+    *,
+    amsgrad: bool = False,
+    amsgrad_form: str = "raw",
+    eps_inside_sqrt: bool = False,
+) -> None:
+    """Adam's moments and step from the gradient ``g`` (after maximize and weight decay), with
+    ``s.group``'s lr, betas and eps and ``s.state``'s ``exp_avg``, ``exp_avg_sq`` (and
+    ``max_exp_avg_sq``): the formula of :class:`Adam`, also used by :class:`~optimlab.Muon`
+    for the parameters it trains with AdamW."""
+    ops, group, state, steps = s.ops, s.group, s.state, s.steps
+    lr, (beta1, beta2) = group["lr"], group["betas"]
+    m, v = state["exp_avg"], state["exp_avg_sq"]
+    ema_(ops, m, g, beta1)
+    ema_sq_(ops, v, g, beta2)
+    bc1 = bias_correction(beta1, steps)
+    bc2 = bias_correction(beta2, steps)
+    if amsgrad:
+        v_max = state["max_exp_avg_sq"]
+        if amsgrad_form == "raw":
+            ops.maximum_(v_max, v)
+        else:
+            ops.maximum_(v_max, ops.mul(v, [1.0 / b for b in bc2]))
+            bc2 = 1.0
+        v = v_max
+    denom = rms_denominator(ops, v, eps=group["eps"], eps_inside_sqrt=eps_inside_sqrt, bc2=bc2)
+    descend_(ops, s.params, m, denom, [lr / b for b in bc1])
+
+
 class Adam(Optimizer):
     r"""Adam (Kingma & Ba, arXiv:1412.6980, Algorithm 1), with AMSGrad (Reddi, Kale & Kumar,
     arXiv:1904.09237, Algorithm 2) as an option.
@@ -113,26 +144,14 @@ class Adam(Optimizer):
         check.check_choice("amsgrad_form", group["amsgrad_form"], AMSGRAD_FORMS)
 
     def _update(self, s: StepInputs) -> None:
-        ops, group, state, steps = s.ops, s.group, s.state, s.steps
-        lr, (beta1, beta2) = group["lr"], group["betas"]
-        g = self._gradient(s)
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        ema_(ops, m, g, beta1)
-        ema_sq_(ops, v, g, beta2)
-        bc1 = bias_correction(beta1, steps)
-        bc2 = bias_correction(beta2, steps)
-        if group["amsgrad"]:
-            v_max = state["max_exp_avg_sq"]
-            if group["amsgrad_form"] == "raw":
-                ops.maximum_(v_max, v)
-            else:
-                ops.maximum_(v_max, ops.mul(v, [1.0 / b for b in bc2]))
-                bc2 = 1.0
-            v = v_max
-        denom = rms_denominator(
-            ops, v, eps=group["eps"], eps_inside_sqrt=group["eps_inside_sqrt"], bc2=bc2
+        group = s.group
+        adam_step(
+            s,
+            self._gradient(s),
+            amsgrad=group["amsgrad"],
+            amsgrad_form=group["amsgrad_form"],
+            eps_inside_sqrt=group["eps_inside_sqrt"],
         )
-        descend_(ops, s.params, m, denom, [lr / b for b in bc1])
 
     def _torch_kernel_applies(self, group) -> bool:
         return not (

@@ -128,6 +128,18 @@ class Optimizer(torch.optim.Optimizer):
     #: what the lab may tune besides the learning rate
     search_space: tuple[Hyper, ...] = ()
     supports_complex = True
+    #: whether every parameter must be a matrix (Muon): tests and benchmarks give it matrices
+    matrix_only = False
+    #: constructor arguments that choose the arithmetic's precision or which shapes are
+    #: accepted, not the formula (Muon's ``ns_dtype``): the float64 reference has none of them
+    precision_options: tuple[str, ...] = ()
+    #: the settings of those under which the arithmetic is the parameters' own (Muon:
+    #: ``ns_dtype=torch.float64``): the tests hold the class to its float64 reference with them
+    float64_options: dict[str, Any] = {}
+    #: torch's words for a negative lr and weight decay, where its twin words them otherwise
+    #: (torch.optim.Adafactor: "Learning rate should be >= 0 but is: -1.0")
+    lr_message = "Invalid learning rate: {}"
+    weight_decay_message = "Invalid {name} value: {value}"
     #: the state each parameter keeps besides ``step`` (see :mod:`optimlab.core.state`)
     state_spec: tuple[State, ...] = ()
     #: whether ``state["step"]`` exists and is advanced by the base class
@@ -211,10 +223,15 @@ class Optimizer(torch.optim.Optimizer):
         self._base_lrs.append(float(_as_number(group["lr"])))
 
     def _validate_common(self, group: dict) -> None:
-        check.check_lr(group["lr"])
-        check.check_nonnegative("weight_decay", group["weight_decay"])
+        check.check_lr(group["lr"], self.lr_message)
+        check.check_nonnegative("weight_decay", group["weight_decay"], self.weight_decay_message)
         check.check_choice("weight_decay_mode", group["weight_decay_mode"], WEIGHT_DECAY_MODES)
-        check.check_bool("maximize", group["maximize"])
+        check.check_bool("maximize", group.get("maximize", False))
+
+    def _counts_steps(self, group: dict) -> bool:
+        """Whether ``group``'s parameters keep a ``step`` count (``counts_steps``; an optimizer
+        whose groups run different algorithms decides per group)."""
+        return self.counts_steps
 
     def _validate_group(self, group: dict) -> None:
         raise NotImplementedError
@@ -265,7 +282,7 @@ class Optimizer(torch.optim.Optimizer):
     def _init_state(self, group: dict, p: Tensor, state: dict) -> None:
         """A step counter, and every declared state tensor made from ``p`` (lazy ones wait for
         the formula)."""
-        if self.counts_steps:
+        if self._counts_steps(group):
             state["step"] = scalar_step_tensor()
         for spec in self.state_spec:
             if not spec.lazy and spec.when(group, p):
@@ -352,6 +369,8 @@ class Optimizer(torch.optim.Optimizer):
             grad = p.grad
             if grad is None:
                 continue
+            if not self.supports_complex and torch.is_complex(p):
+                raise RuntimeError(f"{type(self).__name__} does not support complex parameters")
             if grad.is_sparse and not self.supports_sparse:
                 raise RuntimeError(
                     self.sparse_message
@@ -440,7 +459,7 @@ class Optimizer(torch.optim.Optimizer):
         params = s.params if params is None else params
         grads = s.grads if grads is None else grads
         group = s.group
-        g = direction(s.ops, grads, group["maximize"])
+        g = direction(s.ops, grads, group.get("maximize", False))
         return weight_decay(
             s.ops,
             params,

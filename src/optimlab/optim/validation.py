@@ -20,11 +20,11 @@ def _value(x):
     return x
 
 
-def check_lr(lr) -> None:
+def check_lr(lr, message: str = "Invalid learning rate: {}") -> None:
     if isinstance(lr, Tensor) and lr.numel() != 1:
         raise ValueError("Tensor lr must be 1-element")
     if not (_value(lr) >= 0.0):
-        raise ValueError(f"Invalid learning rate: {lr}")
+        raise ValueError(message.format(lr))
 
 
 def check_tensor_lr_and_betas(group: dict) -> tuple:
@@ -55,10 +55,10 @@ def check_eps(eps) -> None:
         raise ValueError(f"Invalid epsilon value: {eps}")
 
 
-def check_nonnegative(name: str, value) -> None:
-    """``Invalid <name> value: <value>`` unless ``value ≥ 0``."""
+def check_nonnegative(name: str, value, message: str = "Invalid {name} value: {value}") -> None:
+    """``Invalid <name> value: <value>`` (or ``message``) unless ``value ≥ 0``."""
     if not (_value(value) >= 0.0):
-        raise ValueError(f"Invalid {name} value: {value}")
+        raise ValueError(message.format(name=name, value=value))
 
 
 def check_unit_interval(name: str, value, *, closed_right: bool = True) -> None:

@@ -22,8 +22,10 @@ import inspect as _inspect
 import pkgutil as _pkgutil
 
 #: name -> reference: every public function of this package's modules whose parameters start
-#: with (theta, grad, state), under its own name (a new module needs no edit here)
+#: with (theta, grad, state), under its own name (a new module needs no edit here); the other
+#: public functions (``newton_schulz``) are exported beside them
 REFERENCES = {}
+_public = {}
 for _module in _pkgutil.iter_modules(__path__):
     if _module.name.startswith("_"):
         continue
@@ -35,8 +37,9 @@ for _module in _pkgutil.iter_modules(__path__):
             or _fn.__module__ != _loaded.__name__
         ):
             continue
+        _public[_name] = _fn
         if list(_inspect.signature(_fn).parameters)[:3] == ["theta", "grad", "state"]:
             REFERENCES[_name] = _fn
-globals().update(REFERENCES)
+globals().update(_public)
 
-__all__ = ["REFERENCES", *sorted(REFERENCES)]
+__all__ = ["REFERENCES", *sorted(_public)]
