@@ -26,6 +26,46 @@ class OptimizerSpec:
     torch_cls: type | None = None  # torch.optim class computing the same algorithm
     torch_fixed: dict = field(default_factory=dict)  # torch kwargs implied by the class
     supports_complex: bool = True
+    shapes: tuple = ()  # parameter shapes the generic tests use
+
+    @property
+    def torch_exact(self) -> bool:
+        """Whether the generic tests hold the optimizer to its torch twin to rounding: it has
+        one, and no option that changes the arithmetic's precision (Muon's bfloat16
+        Newton–Schulz turns rounding differences into bfloat16 steps; its own tests compare
+        it with torch.optim.Muon)."""
+        return self.torch_cls is not None and not self.cls.precision_options
+
+    @property
+    def torch_shapes(self) -> tuple:
+        """``shapes`` without the empty tensor where the torch twin cannot step one
+        (torch.optim.Adafactor divides by the element count)."""
+        if self.torch_cls is None or _steps_empty(self.torch_cls, self.torch_fixed):
+            return self.shapes
+        return tuple(s for s in self.shapes if 0 not in s)
+
+    def shape(self, n: int) -> tuple[int, ...]:
+        """A shape of ``n`` elements the optimizer takes: a vector, or for one of matrices
+        only a 2 × n/2 matrix."""
+        return (2, n // 2) if self.shapes is MATRIX_SHAPES else (n,)
+
+
+#: a matrix, a scalar, an empty tensor, a vector
+SHAPES = ((3, 4), (), (0,), (5,))
+#: for optimizers of matrices only: wide, tall, empty, square
+MATRIX_SHAPES = ((3, 4), (4, 2), (0, 3), (5, 5))
+
+
+def _steps_empty(torch_cls, fixed: dict) -> bool:
+    import torch
+
+    p = torch.zeros(0, 3, requires_grad=True)
+    p.grad = torch.zeros(0, 3)
+    try:
+        torch_cls([p], **fixed).step()
+    except (ZeroDivisionError, RuntimeError, ValueError):
+        return False
+    return True
 
 
 def torch_kwargs(spec: OptimizerSpec, kwargs: dict) -> dict | None:
@@ -56,12 +96,18 @@ def torch_kwargs(spec: OptimizerSpec, kwargs: dict) -> dict | None:
     return out
 
 
-def _common_errors() -> tuple[tuple[dict, str], ...]:
+def _common_errors(cls) -> tuple[tuple[dict, str], ...]:
+    """The errors every optimizer raises, in its twin's words (``lr_message``...)."""
+    lr, wd = cls.lr_message, cls.weight_decay_message
+
+    def decay(value) -> str:
+        return re.escape(wd.format(name="weight_decay", value=value))
+
     return (
-        ({"lr": -1.0}, r"Invalid learning rate: -1.0"),
-        ({"lr": NAN}, r"Invalid learning rate: nan"),
-        ({"weight_decay": -0.1}, r"Invalid weight_decay value: -0.1"),
-        ({"weight_decay": NAN}, r"Invalid weight_decay value: nan"),
+        ({"lr": -1.0}, re.escape(lr.format(-1.0))),
+        ({"lr": NAN}, re.escape(lr.format(NAN))),
+        ({"weight_decay": -0.1}, decay(-0.1)),
+        ({"weight_decay": NAN}, decay(NAN)),
         ({"weight_decay_mode": "adamw"}, r"Invalid weight_decay_mode: 'adamw'"),
         ({"engine": "cuda"}, r"Invalid engine: 'cuda'"),
     )
@@ -98,6 +144,7 @@ def _spec(name: str, cls) -> OptimizerSpec:
         torch_cls=twin.cls if twin is not None else None,
         torch_fixed=dict(twin.fixed) if twin is not None else {},
         supports_complex=cls.supports_complex,
+        shapes=MATRIX_SHAPES if cls.matrix_only else SHAPES,
     )
 
 

@@ -73,7 +73,7 @@ def one_thread():
 
 def test_min_bytes_and_baselines_cover_every_optimizer(bench):
     assert set(bench.TORCH_BASELINES) == set(optimlab.available_optimizers())
-    p = torch.zeros(3, requires_grad=True)
+    p = torch.zeros(3, 2, requires_grad=True)  # a matrix: Muon takes nothing else
     for name in optimlab.available_optimizers():
         opt = optimlab.create_optimizer(name, [p], **bench.OURS_KWARGS.get(name, {}))
         group = opt.param_groups[0]
@@ -81,9 +81,20 @@ def test_min_bytes_and_baselines_cover_every_optimizer(bench):
         # for the benchmark's settings and with each flag switched on and off.
         flags = [f for f in ("momentum", "centered", "amsgrad", "amsbound") if f in group]
         variants = [dict(group)] + [{**group, flag: v} for flag in flags for v in (0, 0.9)]
+        if "min_bytes_per_element" in type(opt).__dict__:
+            continue  # not elementwise: the class states its passes (next test)
         for g in variants:
             expected = 12 + 8 * len(opt._state_keys(g))
             assert bench.min_bytes_per_param(name, g) == expected, (name, g)
+
+
+def test_min_bytes_of_the_optimizers_that_are_not_elementwise(bench):
+    """Adafactor needs three passes (RMS(θ) and the statistics, RMS(U), the update): 24 B,
+    32 with β1; Muon's elementwise part moves 20 B (its products are counted in FLOPs)."""
+    assert bench.min_bytes_per_param("adafactor", {"beta1": None}) == 24
+    assert bench.min_bytes_per_param("adafactor", {"beta1": 0.9}) == 32
+    assert bench.min_bytes_per_param("muon", {}) == 20
+    assert bench.min_bytes_per_param("lion", {}) == 20
 
 
 def test_min_bytes_examples_from_the_issue(bench):

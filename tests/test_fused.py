@@ -17,17 +17,20 @@ from optimlab.core import flat as storage
 from optimlab.reference import REFERENCES
 
 import test_optimizers as optimizer_tests
-from specs import SPECS, spec_configs, torch_kwargs
+from specs import SPEC_BY_NAME, SPECS, spec_configs, torch_kwargs
 from test_optimizers import make_groups, reference_kwargs, rel_err
 
 CASES = list(spec_configs())
 CASE_IDS = [c[2] for c in CASES]
 SHAPES = ((3, 4), (), (0,), (7,), (2, 3, 5))
+MATRIX_SHAPES = ((3, 4), (4, 2), (0, 3), (5, 5), (2, 6))  # for optimizers of matrices
 
 
-def make_params(dtype, seed=0):
-    """The same starting values in every dtype: drawn in float32, then cast."""
-    drawn = optimizer_tests.make_params(torch.float32, seed, shapes=SHAPES)
+def make_params(dtype, spec=None, seed=0):
+    """The same starting values in every dtype: drawn in float32, then cast. Shapes the
+    optimizer of ``spec`` takes (matrices for Muon)."""
+    shapes = MATRIX_SHAPES if spec is not None and spec.cls.__dict__.get("matrix_only") else SHAPES
+    drawn = optimizer_tests.make_params(torch.float32, seed, shapes=shapes)
     return [p.detach().to(dtype).requires_grad_() for p in drawn]
 
 
@@ -43,7 +46,11 @@ def write_grads(params, step, seed=1):
 
 
 def run(spec, cfg, engine, dtype, steps, lr_schedule=True):
-    params = make_params(dtype)
+    """``steps`` steps of ``spec`` with ``cfg`` on ``engine``; the class's exact arithmetic
+    (``float64_options``: Muon's Newton-Schulz in float64, whose bfloat16 default would turn
+    rounding differences between engines into bfloat16 steps; tests/test_muon.py covers it)."""
+    cfg = {**cfg, **spec.cls.float64_options}
+    params = make_params(dtype, spec)
     opt = spec.cls(make_groups(params, cfg, spec.cls), **cfg, engine=engine)
     base = [g["lr"] for g in opt.param_groups]
     for step in range(steps):
@@ -56,10 +63,12 @@ def run(spec, cfg, engine, dtype, steps, lr_schedule=True):
 
 
 def fused_count(opt, steps: int) -> int:
-    """Fused group-steps expected over ``steps`` steps of the two-group setup: every step is
-    fused, except the first for optimizers whose state starts from the first gradient."""
+    """Fused bucket-steps expected over ``steps`` steps of the two-group setup: every step of
+    every bucket is fused (a flat group is one bucket; a batched one, one per parameter
+    shape), except the first for optimizers whose state starts from the first gradient."""
     lazy = set(opt.lazy_state_keys) & set(opt._state_keys(opt.param_groups[0]))
-    return 2 * (steps - 1 if lazy else steps)
+    buckets = sum(len(flat) for flat in opt._flat.values())
+    return buckets * (steps - 1 if lazy else steps)
 
 
 @pytest.fixture
@@ -92,7 +101,8 @@ def test_fused_matches_loop_float32(spec, cfg):
 @pytest.mark.parametrize(("spec", "cfg"), [c[:2] for c in CASES], ids=CASE_IDS)
 def test_fused_program_matches_reference_float64(spec, cfg, eager_kernels):
     """The recorded program (executed eagerly) is the reference algorithm, to float64 rounding."""
-    params = make_params(torch.float64)
+    params = make_params(torch.float64, spec)
+    cfg = {**cfg, **spec.cls.float64_options}
     opt = spec.cls(make_groups(params, cfg, spec.cls), **cfg, engine="fused")
     ref = REFERENCES[spec.name]
     group_of = [0, 0, 0, 1, 1]
@@ -134,8 +144,8 @@ def test_fused_bf16_rounds_once(spec):
     loop, _ = run(spec, spec.configs[0], "loop", torch.bfloat16, 20)
     fused_, opt = run(spec, spec.configs[0], "fused", torch.bfloat16, 20)
     assert all(p.dtype == torch.bfloat16 for p in fused_)
-    for _, state in opt.state.items():
-        for key in opt._state_keys(opt.param_groups[0]):
+    for p, state in opt.state.items():
+        for key in opt._state_keys(opt.param_groups[0], p):
             assert state[key].dtype == torch.bfloat16
     err_loop = sum((a.float() - e).abs().sum().item() for a, e in zip(loop, exact))
     err_fused = sum((a.float() - e).abs().sum().item() for a, e in zip(fused_, exact))
@@ -439,7 +449,7 @@ def test_training_loop_fused_equals_foreach():
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
 def test_checkpoints_move_between_engines_and_torch(spec, eager_kernels):
-    cfg = spec.configs[-1]
+    cfg = {**spec.configs[-1], **spec.cls.float64_options}
     straight, _ = run(spec, cfg, "loop", torch.float64, 20, lr_schedule=False)
     for first, second in (("fused", "loop"), ("loop", "fused"), ("fused", "fused")):
         params, opt = run(spec, cfg, first, torch.float64, 8, lr_schedule=False)
@@ -447,7 +457,7 @@ def test_checkpoints_move_between_engines_and_torch(spec, eager_kernels):
         torch.save({"p": [p.detach() for p in params], "opt": opt.state_dict()}, buf)
         buf.seek(0)
         saved = torch.load(buf, weights_only=True)
-        params2 = make_params(torch.float64)
+        params2 = make_params(torch.float64, spec)
         with torch.no_grad():
             for p, s in zip(params2, saved["p"]):
                 p.copy_(s)
@@ -458,8 +468,8 @@ def test_checkpoints_move_between_engines_and_torch(spec, eager_kernels):
             opt2.step()
         for a, b in zip(straight, params2):
             torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
-    kwargs = torch_kwargs(spec, cfg)
-    if kwargs is not None:
+    kwargs = torch_kwargs(spec, cfg) if spec.torch_exact else None
+    if kwargs is not None and spec.torch_shapes == spec.shapes:
         params, opt = run(spec, cfg, "fused", torch.float64, 8, lr_schedule=False)
         theirs = spec.torch_cls(make_groups(params, cfg, spec.cls), **kwargs)
         theirs.load_state_dict(opt.state_dict())
@@ -584,9 +594,9 @@ def test_a_failing_compiler_falls_back_to_eager_kernels(monkeypatch):
 
     monkeypatch.setattr(codegen, "_KERNELS", {})
     monkeypatch.setattr(torch, "compile", broken_compile)
-    pa, _ = run(SPECS[-1], {"lr": 0.01}, "loop", torch.float32, 5)
+    pa, _ = run(SPEC_BY_NAME["amsbound"], {"lr": 0.01}, "loop", torch.float32, 5)
     with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler"):
-        pb, opt = run(SPECS[-1], {"lr": 0.01}, "fused", torch.float32, 5)
+        pb, opt = run(SPEC_BY_NAME["amsbound"], {"lr": 0.01}, "fused", torch.float32, 5)
     assert opt.fused_stats["compile_failures"] == 2  # one program per param group
     assert opt.fused_stats["fused_steps"] == 10
     for a, b in zip(pa, pb):

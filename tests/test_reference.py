@@ -37,7 +37,8 @@ def _class_defaults(name: str) -> dict:
     """The constructor defaults of the optimizer class registered under ``name``."""
     cls = optimlab.get_optimizer_class(name)
     parameters = inspect.signature(cls).parameters
-    return {k: p.default for k, p in parameters.items() if k not in EXECUTION}
+    skip = EXECUTION | set(cls.precision_options)
+    return {k: p.default for k, p in parameters.items() if k not in skip}
 
 
 def keywords(name: str) -> set[str]:

@@ -184,6 +184,7 @@ def test_lion_matches_optax_lion_over_60_scheduled_steps(optax64):
         close(np.asarray(opt_state[0].mu), m)
 
 
+@pytest.mark.known_answer("lion")
 def test_lion_two_steps_by_hand():
     # lr = 0.1, β1 = 0.9, β2 = 0.99, λ = 0.5 decoupled: θ ← 0.95·θ − 0.1·sign(c)
     theta0 = np.array([1.0, -2.0, 0.5])
@@ -351,6 +352,7 @@ def adafactor_by_hand(g, theta0, **overrides):
     return reference.adafactor(theta0, g, state, **hyper("adafactor", **overrides)), state
 
 
+@pytest.mark.known_answer("adafactor")
 def test_adafactor_first_factored_step_by_hand_with_clipping():
     # torch form, defaults; t = 1, so 1 − β̂2 = 1^−0.8 = 1 and the statistics are the means:
     theta0 = np.array([[0.5, -1.0], [2.0, 1.0]])
@@ -463,6 +465,7 @@ def test_newton_schulz_eps_is_a_floor_on_the_norm_as_in_torch(entry, normalised)
     close(out, [[normalised, 0.0]])
 
 
+@pytest.mark.known_answer("muon")
 @pytest.mark.parametrize(
     ("shape", "adjust_lr_fn", "lr_adj"),
     [

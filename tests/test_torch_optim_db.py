@@ -25,6 +25,7 @@ OptimizerErrorEnum = common_optimizers.OptimizerErrorEnum
 
 TWINS = [info for info in common_optimizers.optim_db if hasattr(optimlab, info.optim_cls.__name__)]
 SHAPES = ((4, 3), (5,), (), (2, 2, 3))
+MATRIX_SHAPES = ((4, 3), (3, 5), (6, 6), (2, 7))  # for optimizers of matrices only (Muon)
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
 
 
@@ -45,9 +46,10 @@ def _errors():
             yield pytest.param(info, ei, id=f"{_name(info)}-{desc}")
 
 
-def _params(dtype):
+def _params(info, dtype):
     gen = torch.Generator().manual_seed(0)
-    return [torch.randn(s, generator=gen, dtype=dtype).requires_grad_() for s in SHAPES]
+    shapes = MATRIX_SHAPES if getattr(optimlab, _name(info)).matrix_only else SHAPES
+    return [torch.randn(s, generator=gen, dtype=dtype).requires_grad_() for s in shapes]
 
 
 def _kwargs(kwargs):
@@ -58,7 +60,7 @@ def _kwargs(kwargs):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize(("info", "optim_input"), list(_inputs(torch.float64)))
 def test_every_torch_config_follows_torchs_trajectory(info, optim_input, dtype):
-    ours_p, theirs_p = _params(dtype), _params(dtype)
+    ours_p, theirs_p = _params(info, dtype), _params(info, dtype)
     groups = lambda ps: [{"params": ps[:2]}, {"params": ps[2:], "lr": 0.02}]  # noqa: E731
     theirs = info.optim_cls(groups(theirs_p), **_kwargs(optim_input.kwargs))
     ours = getattr(optimlab, _name(info))(groups(ours_p), **_kwargs(optim_input.kwargs))
@@ -75,7 +77,13 @@ def test_every_torch_config_follows_torchs_trajectory(info, optim_input, dtype):
             if a.numel():
                 scale = b.detach().abs().max().clamp_min(1e-30)
                 worst = max(worst, ((a - b).detach().abs().max() / scale).item())
-    assert worst <= TOLERANCE[dtype]
+    tolerance = TOLERANCE[dtype]
+    if _name(info) == "Muon" and isinstance(optim_input.kwargs.get("lr"), torch.Tensor):
+        # torch.optim.Muon keeps a tensor lr a tensor: 1 − lr·λ and lr·√(A/B) are rounded to
+        # the lr's float32 before they meet float64 parameters; optimlab computes them in
+        # Python floats from lr.item() (docs/optimizers.md, Muon)
+        tolerance = max(tolerance, 1e-6)
+    assert worst <= tolerance
 
 
 def test_the_database_covers_every_twin():

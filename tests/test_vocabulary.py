@@ -18,8 +18,7 @@ from optimlab.core.vocabulary import BY_NAME, VOCABULARY, math_function
 
 SHAPES = ((3, 4), (5,), (2, 3, 4))
 SCALARS = {"alpha": 0.7, "s": 1.3, "value": -0.4, "weight": 0.25, "lo": -0.5, "hi": 0.6}
-SCALARS.update({"a": 3.4445, "b": -4.775, "c": 2.0315, "eps": 1e-7})
-STATICS = {"steps": 5, "dtype": torch.float64}
+STATICS = {"a": 3.4445, "b": -4.775, "c": 2.0315, "eps": 1e-7, "steps": 5, "dtype": torch.float64}
 
 
 def statics(op) -> dict:
@@ -31,9 +30,11 @@ def _inputs(op, seed=0, positive=False):
     lists = []
     for _ in range(op.tensors):
         tensors = [torch.randn(s, generator=gen, dtype=torch.float64) for s in SHAPES]
-        if positive or op.name.startswith(("sqrt", "reciprocal", "div")):
+        if positive or op.name.startswith(("sqrt", "rsqrt", "reciprocal", "div")):
             tensors = [t.abs() + 0.5 for t in tensors]
         lists.append(tensors)
+    if op.name == "newton_schulz":  # matrices, wide and tall
+        lists = [[torch.randn(s, generator=gen, dtype=torch.float64) for s in ((3, 4), (5, 2))]]
     if op.name in ("matmul",):  # square matrices, so any pair multiplies
         lists = [[torch.randn(4, 4, generator=gen, dtype=torch.float64)] for _ in range(2)]
     if op.name == "reshape_as":
