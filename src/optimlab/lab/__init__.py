@@ -19,20 +19,23 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "compare": "optimlab.lab.protocol",
-    "DEFAULT_PROBLEMS": "optimlab.lab.protocol",
-    "DEFAULT_OPTIMIZERS": "optimlab.lab.protocol",
-    "RunFailed": "optimlab.lab.protocol",
+    "compare": "optimlab.lab.commands",
     "tune": "optimlab.lab.commands",
     "trajectories": "optimlab.lab.commands",
     "find_lr": "optimlab.lab.commands",
+    "rebuild_report": "optimlab.lab.commands",
+    "list_sweeps": "optimlab.lab.commands",
+    "DEFAULT_PROBLEMS": "optimlab.lab.commands",
+    "DEFAULT_OPTIMIZERS": "optimlab.lab.commands",
+    "DEFAULT_OUT": "optimlab.lab.commands",
+    "RunFailed": "optimlab.lab.errors",
+    "LabError": "optimlab.lab.errors",
     "Results": "optimlab.lab.results",
     "lr_find": "optimlab.lab.lr_finder",
     "LRFinderResult": "optimlab.lab.lr_finder",
-    "LabError": "optimlab.lab.errors",
     "Store": "optimlab.lab.store",
     "build_optimizer": "optimlab.lab.optimizers",
-    "parse_optimizer": "optimlab.lab.presets",
+    "parse_optimizer": "optimlab.lab.specs",
     "write_report": "optimlab.lab.report",
 }
 

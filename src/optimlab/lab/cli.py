@@ -1,12 +1,13 @@
 """``optimlab``: the lab's command line (also ``python -m optimlab``).
 
 A thin layer over the Python API: it parses arguments (and an optional JSON/TOML config
-file), calls :func:`optimlab.lab.compare` and friends, prints a summary table and says where
-the report is. Mistakes in what was asked for (names, values, files, directories) print one
-line on stderr and exit with status 2, never a traceback.
+file, :mod:`optimlab.lab.config_file`), calls the functions of :mod:`optimlab.lab.commands`
+and hands what they return to :mod:`optimlab.lab.console` to show. Mistakes in what was asked
+for (names, values, files, directories) print one line on stderr and exit with status 2,
+never a traceback.
 
-Adding a subcommand (``bench`` is planned): write ``_add_<name>(subparsers)`` that registers
-its parser with ``func=<handler>``, and list it in :data:`COMMANDS`.
+Adding a subcommand (``bench`` is planned): write ``_add_<name>(subparsers, name)`` that
+registers its parser with ``func=<handler>`` and returns it, and list it in :data:`COMMANDS`.
 """
 
 from __future__ import annotations
@@ -14,16 +15,30 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
-from optimlab.lab.errors import LabError
-
-DEFAULT_OUT = "optimlab-out"
+from optimlab.lab import commands, console
+from optimlab.lab.errors import LabError, RunFailed
+from optimlab.lab.specs import split_specs
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but usage errors are one line too (what was wrong, where to get help)."""
+    """argparse, but usage errors are one line too (what was wrong, where to get help).
+
+    ``options`` maps each option's ``dest`` to its ``argparse.Action`` (what ``add_argument``
+    returns), so a config file can be checked against the options; ``commands`` maps each
+    subcommand's name to its parser.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.options: dict[str, argparse.Action] = {}
+        self.commands: dict[str, _Parser] = {}
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        self.options[action.dest] = action
+        return action
 
     def error(self, message: str):  # type: ignore[override]
         sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -35,28 +50,6 @@ class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaults
 
 
 # -- argument helpers ------------------------------------------------------------------------
-
-
-def split_specs(values: Sequence[str] | str | None) -> list[str]:
-    """Optimizer or problem specs from ``nargs='+'`` values that may also be comma-separated.
-
-    ``adam:betas=(0.9,0.99),eps=1e-6`` stays one spec: a piece holding ``=`` but no ``:``
-    continues the previous spec's hyperparameters.
-    """
-    from optimlab.lab.presets import _split_top_level
-
-    if values is None:
-        return []
-    if isinstance(values, str):
-        values = [values]
-    out: list[str] = []
-    for value in values:
-        for piece in _split_top_level(str(value)):
-            if out and "=" in piece and ":" not in piece and ":" in out[-1]:
-                out[-1] += "," + piece
-            else:
-                out.append(piece)
-    return out
 
 
 def _int_at_least(minimum: int, what: str):
@@ -114,7 +107,7 @@ def _lr_range(text: str) -> tuple[float, float]:
 def _add_common(p: argparse.ArgumentParser, *, sweep: bool = True) -> None:
     p.add_argument(
         "--out",
-        default=DEFAULT_OUT,
+        default=commands.DEFAULT_OUT,
         metavar="DIR",
         help="output directory: lab.db, reports, figures",
     )
@@ -182,11 +175,9 @@ Re-running the same command resumes: finished runs are read from OUT/lab.db, not
 """
 
 
-def _add_compare(sub) -> None:
-    from optimlab.lab.protocol import DEFAULT_BUDGET, DEFAULT_OPTIMIZERS, DEFAULT_PROBLEMS
-
+def _add_compare(sub, name: str) -> argparse.ArgumentParser:
     p = sub.add_parser(
-        "compare",
+        name,
         help="compare optimizers on problems with an equal tuning budget",
         description="Tune each optimizer's learning rate with the same budget on each problem "
         "(log-spaced grid, or Optuna), rerun the best setting on several seeds, and write "
@@ -198,7 +189,7 @@ def _add_compare(sub) -> None:
         "-p",
         "--problems",
         nargs="+",
-        default=list(DEFAULT_PROBLEMS),
+        default=list(commands.DEFAULT_PROBLEMS),
         metavar="PROBLEM",
         help="problem names or module:function specs",
     )
@@ -206,7 +197,7 @@ def _add_compare(sub) -> None:
         "-o",
         "--optimizers",
         nargs="+",
-        default=list(DEFAULT_OPTIMIZERS),
+        default=list(commands.DEFAULT_OPTIMIZERS),
         metavar="SPEC",
         help="optimizer specs: name, preset, or name:key=value,...",
     )
@@ -214,13 +205,15 @@ def _add_compare(sub) -> None:
         "--budget",
         type=_positive_int,
         default=None,
-        help=f"tuning trials per optimizer and problem (default {DEFAULT_BUDGET}; --quick 3)",
+        help=f"tuning trials per optimizer and problem (default {commands.DEFAULT_BUDGET}; "
+        f"--quick {commands.QUICK_BUDGET})",
     )
     p.add_argument(
         "--seeds",
         type=_positive_int,
         default=None,
-        help="seeds for the reruns of the best setting (default 3; --quick 2)",
+        help=f"seeds for the reruns of the best setting (default {commands.DEFAULT_SEEDS}; "
+        f"--quick {commands.QUICK_SEEDS})",
     )
     p.add_argument(
         "--search", choices=("grid", "optuna"), default="grid", help="how to spend the budget"
@@ -241,6 +234,7 @@ def _add_compare(sub) -> None:
     _add_grid_extend(p)
     _add_common(p)
     p.set_defaults(func=_run_compare)
+    return p
 
 
 def _sweep_kwargs(args) -> dict[str, Any]:
@@ -259,22 +253,14 @@ def _sweep_kwargs(args) -> dict[str, Any]:
 
 
 def _finish(results, args) -> int:
-    from optimlab.lab.console import print_summary
-
-    if results.summaries():
-        print_summary(results)
-    if not args.no_report:
-        print(f"Report: {results.report_path.resolve()}")
-    if getattr(args, "tensorboard", False):
-        print(f"TensorBoard: tensorboard --logdir {(Path(args.out) / 'tensorboard').resolve()}")
-    print(f"Runs stored in {(Path(args.out) / 'lab.db').resolve()} (sweep {results.sweep_id[:12]})")
+    console.print_outcome(
+        results, args.out, report=not args.no_report, tensorboard=args.tensorboard
+    )
     return 0
 
 
 def _run_compare(args) -> int:
-    from optimlab.lab.protocol import compare
-
-    results = compare(
+    results = commands.compare(
         split_specs(args.problems),
         split_specs(args.optimizers),
         budget=args.budget,
@@ -299,11 +285,9 @@ examples:
 """
 
 
-def _add_tune(sub) -> None:
-    from optimlab.lab.commands import TUNE_BUDGET
-
+def _add_tune(sub, name: str) -> argparse.ArgumentParser:
     p = sub.add_parser(
-        "tune",
+        name,
         help="Optuna search for one optimizer on one problem",
         description="Search the learning rate (log-uniform over the problem's range) and, on "
         "request, other hyperparameters of one optimizer with Optuna's TPE sampler; the "
@@ -317,7 +301,7 @@ def _add_tune(sub) -> None:
         "--budget",
         type=_positive_int,
         default=None,
-        help=f"trials (default {TUNE_BUDGET}; --quick 4)",
+        help=f"trials (default {commands.TUNE_BUDGET}; --quick {commands.QUICK_TUNE_BUDGET})",
     )
     p.add_argument(
         "--hparams",
@@ -333,12 +317,11 @@ def _add_tune(sub) -> None:
     )
     _add_common(p)
     p.set_defaults(func=_run_tune)
+    return p
 
 
 def _run_tune(args) -> int:
-    from optimlab.lab.commands import tune
-
-    results = tune(
+    results = commands.tune(
         args.problem,
         args.optimizer,
         budget=args.budget,
@@ -347,9 +330,7 @@ def _run_tune(args) -> int:
         storage=args.storage,
         **_sweep_kwargs(args),
     )
-    for cell in results.summaries():
-        params = ", ".join(f"{k}={v}" for k, v in sorted(cell.hparams.items()))
-        print(f"Best for {cell.optimizer} on {cell.problem}: {params}")
+    console.print_best_settings(results)
     return _finish(results, args)
 
 
@@ -361,12 +342,9 @@ examples:
 """
 
 
-def _add_trajectories(sub) -> None:
-    from optimlab.lab.commands import FUNCTIONS_2D, TRAJECTORY_BUDGET
-    from optimlab.lab.protocol import DEFAULT_OPTIMIZERS
-
+def _add_trajectories(sub, name: str) -> argparse.ArgumentParser:
     p = sub.add_parser(
-        "trajectories",
+        name,
         help="optimizer paths on 2-D test functions (contour PNGs and animated GIFs)",
         description="Tune each optimizer's learning rate on 2-D test functions, then draw "
         "the paths on contour plots (one PNG per function) and animate them (GIF).",
@@ -377,7 +355,7 @@ def _add_trajectories(sub) -> None:
         "-f",
         "--functions",
         nargs="+",
-        default=list(FUNCTIONS_2D),
+        default=list(commands.FUNCTIONS_2D),
         metavar="FUNCTION",
         help="2-D problems",
     )
@@ -385,7 +363,7 @@ def _add_trajectories(sub) -> None:
         "-o",
         "--optimizers",
         nargs="+",
-        default=list(DEFAULT_OPTIMIZERS),
+        default=list(commands.DEFAULT_OPTIMIZERS),
         metavar="SPEC",
         help="optimizer specs",
     )
@@ -393,17 +371,16 @@ def _add_trajectories(sub) -> None:
         "--budget",
         type=_positive_int,
         default=None,
-        help=f"learning rates tried per optimizer (default {TRAJECTORY_BUDGET})",
+        help=f"learning rates tried per optimizer (default {commands.TRAJECTORY_BUDGET})",
     )
     _add_grid_extend(p)
     _add_common(p)
     p.set_defaults(func=_run_trajectories)
+    return p
 
 
 def _run_trajectories(args) -> int:
-    from optimlab.lab.commands import trajectories
-
-    results = trajectories(
+    results = commands.trajectories(
         split_specs(args.functions),
         split_specs(args.optimizers),
         budget=args.budget,
@@ -421,11 +398,11 @@ examples:
 """
 
 
-def _add_lr_find(sub) -> None:
+def _add_lr_find(sub, name: str) -> argparse.ArgumentParser:
     from optimlab.lab.lr_finder import SUGGESTIONS
 
     p = sub.add_parser(
-        "lr-find",
+        name,
         help="learning-rate range test: sweep the lr, suggest one",
         description="Train for a few steps while the learning rate grows exponentially, "
         "smooth the loss and suggest a learning rate (Smith 2015, fastai-style). The model "
@@ -467,16 +444,13 @@ def _add_lr_find(sub) -> None:
     )
     _add_common(p, sweep=False)
     p.set_defaults(func=_run_lr_find)
+    return p
 
 
 def _run_lr_find(args) -> int:
-    from rich.table import Table
+    from optimlab.lab.problem_lookup import resolve_problem
 
-    from optimlab.lab.commands import find_lr
-    from optimlab.lab.console import stdout_console
-    from optimlab.lab.formatting import num
-
-    found = find_lr(
+    found = commands.find_lr(
         args.problem,
         split_specs(args.optimizers),
         start_lr=args.start_lr,
@@ -489,25 +463,8 @@ def _run_lr_find(args) -> int:
         threads=args.threads,
         engine=args.engine,
     )
-    table = Table(title=f"lr range test on {args.problem}", title_justify="left")
-    for name in ("optimizer", "suggested lr", "rule", "how", "points", "stopped early"):
-        table.add_column(name)
-    for label, res in found:
-        table.add_row(
-            label,
-            num(res.suggestion, 3),
-            res.method,
-            res.reason,
-            str(len(res.lrs)),
-            "yes" if res.stopped_early else "no",
-        )
-    stdout_console().print(table)
-    name = found[0][0] and args.problem
-    from optimlab.lab.problem_lookup import resolve_problem
-
-    stem = f"lr-find-{resolve_problem(name).name}"
-    print(f"Plot: {(Path(args.out) / 'figures' / (stem + '.png')).resolve()}")
-    print(f"Curves: {(Path(args.out) / (stem + '.json')).resolve()}")
+    name = resolve_problem(args.problem).name
+    console.print_lr_find(args.problem, found, commands.lr_find_paths(args.out, name))
     return 0
 
 
@@ -519,9 +476,9 @@ examples:
 """
 
 
-def _add_report(sub) -> None:
+def _add_report(sub, name: str) -> argparse.ArgumentParser:
     p = sub.add_parser(
-        "report",
+        name,
         help="rebuild a report from the runs stored in OUT/lab.db",
         description="Rebuild the HTML/Markdown report and figures of a stored sweep (the most "
         "recently updated one by default) without running anything. Works on an "
@@ -529,7 +486,7 @@ def _add_report(sub) -> None:
         epilog=REPORT_EPILOG,
         formatter_class=_Formatter,
     )
-    p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help="output directory")
+    p.add_argument("--out", default=commands.DEFAULT_OUT, metavar="DIR", help="output directory")
     p.add_argument("--sweep", default=None, metavar="ID", help="sweep id (a prefix is enough)")
     p.add_argument(
         "--kind",
@@ -541,51 +498,26 @@ def _add_report(sub) -> None:
     p.add_argument("--gif", action="store_true", help="also animate 2-D trajectories")
     p.add_argument("--debug", action="store_true", help="show tracebacks instead of one line")
     p.set_defaults(func=_run_report, config=None)
+    return p
 
 
 def _run_report(args) -> int:
-    from optimlab.lab.results import Results
-    from optimlab.lab.store import Store
-
-    db = Path(args.out) / "lab.db"
-    if not db.exists():
-        raise LabError(f"no lab database in '{args.out}' (run `optimlab compare` first)")
     if args.list:
-        from rich.table import Table
-
-        from optimlab.lab.console import stdout_console
-
-        table = Table(title=f"sweeps in {db}", title_justify="left")
-        for name in ("sweep", "kind", "problems", "optimizers", "updated", "complete"):
-            table.add_column(name)
-        with Store(args.out) as store:
-            for sweep in store.sweeps():
-                cfg = sweep["config"]
-                table.add_row(
-                    sweep["sweep_id"][:12],
-                    sweep["kind"],
-                    " ".join(cfg.get("problems", [])),
-                    " ".join(o["label"] for o in cfg.get("optimizers", [])),
-                    sweep["updated_at"][:19],
-                    "yes" if sweep["completed_at"] else "no",
-                )
-        stdout_console().print(table)
+        sweeps = commands.list_sweeps(args.out)
+        console.print_sweeps(commands.db_path(args.out), sweeps)
         return 0
-    results = Results.load(args.out, args.sweep, args.kind)
-    from optimlab.lab.report import write_report
-
-    path = write_report(results, Path(args.out), gif=True if args.gif else None)
-    from optimlab.lab.console import print_summary
-
+    results = commands.rebuild_report(
+        args.out, args.sweep, args.kind, gif=True if args.gif else None
+    )
     if results.summaries():
-        print_summary(results)
-    print(f"Report: {path.resolve()}")
+        console.print_summary(results)
+    print(f"Report: {results.report_path.resolve()}")
     return 0
 
 
-def _add_list(sub) -> None:
+def _add_list(sub, name: str) -> argparse.ArgumentParser:
     p = sub.add_parser(
-        "list",
+        name,
         help="list the optimizers, presets and problems",
         description="List what the lab can run: optimizer registry names, lab presets, and "
         "problems (with their kind, default steps and whether their data is present).",
@@ -595,66 +527,29 @@ def _add_list(sub) -> None:
     p.add_argument("what", nargs="?", choices=("all", "optimizers", "problems"), default="all")
     p.add_argument("--debug", action="store_true", help="show tracebacks instead of one line")
     p.set_defaults(func=_run_list, config=None)
+    return p
 
 
 def _run_list(args) -> int:
-    from rich.table import Table
-
-    from optimlab.lab.console import stdout_console
-
-    console = stdout_console()
     if args.what in ("all", "optimizers"):
-        from optimlab.lab.optimizers import registry_names
-        from optimlab.lab.presets import PRESETS
-
-        table = Table(
-            title="optimizers (use as -o NAME or -o NAME:key=value,...)", title_justify="left"
-        )
-        table.add_column("name")
-        table.add_column("what")
-        for name in registry_names():
-            table.add_row(name, "optimlab registry")
-        for name, (base, hparams, desc) in PRESETS.items():
-            settings = ", ".join(f"{k}={v}" for k, v in hparams.items())
-            table.add_row(name, f"preset: {desc} ({base} {settings})")
-        console.print(table)
+        console.print_optimizers()
     if args.what in ("all", "problems"):
-        from optimlab.lab.problems import available_problems, get_problem
-
-        table = Table(
-            title="problems (use as -p NAME, or -p package.module:function)", title_justify="left"
-        )
-        for name in ("name", "kind", "steps", "metric", "lr range", "available", "description"):
-            table.add_column(name, overflow="fold")
-        for name in available_problems():
-            prob = get_problem(name)
-            reason = prob.unavailable_reason() if hasattr(prob, "unavailable_reason") else None
-            lo, hi = prob.default_lr_range
-            table.add_row(
-                name,
-                prob.kind,
-                str(prob.steps),
-                prob.metric or "—",
-                f"{lo:g}–{hi:g}",
-                "yes" if reason is None else f"no: {reason}",
-                prob.description,
-            )
-        console.print(table)
+        console.print_problems()
     return 0
 
 
 #: Subcommands in the order ``--help`` shows them.
-COMMANDS: list[Callable[[Any], None]] = [
-    _add_list,
-    _add_compare,
-    _add_lr_find,
-    _add_trajectories,
-    _add_tune,
-    _add_report,
-]
+COMMANDS: dict[str, Callable[[Any, str], argparse.ArgumentParser]] = {
+    "list": _add_list,
+    "compare": _add_compare,
+    "lr-find": _add_lr_find,
+    "trajectories": _add_trajectories,
+    "tune": _add_tune,
+    "report": _add_report,
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> _Parser:
     import optimlab
 
     parser = _Parser(
@@ -670,8 +565,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--version", action="version", version=f"optimlab {getattr(optimlab, '__version__', '?')}"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for add in COMMANDS:
-        add(sub)
+    for name, add in COMMANDS.items():
+        parser.commands[name] = add(sub, name)
     return parser
 
 
@@ -691,33 +586,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "config", None):
             from optimlab.lab.config_file import apply_config
 
-            sub = parser._subparsers._group_actions[0].choices[args.command]
-            args = apply_config(parser, sub, args.config, argv)
+            args = apply_config(parser, parser.commands[args.command], args.config, argv)
         return args.func(args)
     except LabError as exc:
         if debug:
             raise
-        from optimlab.lab.console import error_line
-
-        error_line(str(exc))
+        console.error_line(str(exc))
         return 2
     except KeyboardInterrupt:
         if debug:
             raise
-        from optimlab.lab.console import error_line
-
-        error_line(
+        console.error_line(
             "interrupted; finished runs are kept in lab.db: run the same command again to resume"
         )
         return 130
-    except Exception as exc:
-        from optimlab.lab.protocol import RunFailed
-
-        if debug or not isinstance(exc, RunFailed):
+    except RunFailed as exc:
+        if debug:
             raise
-        from optimlab.lab.console import error_line
-
-        error_line(f"{exc} (finished runs are kept; add --debug for the traceback)")
+        console.error_line(f"{exc} (finished runs are kept; add --debug for the traceback)")
         return 1
 
 

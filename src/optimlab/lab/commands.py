@@ -1,8 +1,12 @@
-"""The other lab commands as Python functions: ``tune``, ``trajectories`` and ``find_lr``.
+"""The lab's commands as Python functions: ``compare``, ``tune``, ``trajectories``,
+``find_lr`` (``optimlab lr-find``) and ``rebuild_report`` / ``list_sweeps``
+(``optimlab report``).
 
-``tune`` and ``trajectories`` are the comparison protocol with different settings (one cell
-searched with Optuna; 2-D functions with paths and animations), so they share its store,
-resumability and report. ``find_lr`` runs the learning-rate range test on a problem.
+``compare`` is the comparison protocol of :mod:`optimlab.lab.protocol` with the lab's default
+problems, optimizers and budgets; ``tune`` and ``trajectories`` are the same protocol with
+different settings (one cell searched with Optuna; 2-D functions with paths and animations),
+so they share its store, resumability and report. ``find_lr`` runs the learning-rate range
+test on a problem. The CLI (:mod:`optimlab.lab.cli`) is a thin layer over these functions.
 """
 
 from __future__ import annotations
@@ -13,13 +17,123 @@ from pathlib import Path
 from typing import Any
 
 from optimlab.lab.errors import LabError
-from optimlab.lab.protocol import DEFAULT_OPTIMIZERS, DEFAULT_OUT, compare
+from optimlab.lab.files import ensure_writable_dir
+from optimlab.lab.protocol import LR_FIND_STEPS, QUICK_LR_FIND_STEPS, plan_sweep, run_sweep
 
+#: Where every command writes (``lab.db``, reports, figures) unless told otherwise.
+DEFAULT_OUT = "optimlab-out"
+#: ``python -m optimlab compare`` with no arguments: the classic optimizers of the tutorials
+#: on one network, one convex problem and one 2-D function, all bundled (no download).
+DEFAULT_PROBLEMS = ("digits_mlp", "logistic_regression", "rosenbrock")
+DEFAULT_OPTIMIZERS = (
+    "sgd",
+    "momentum",
+    "nesterov",
+    "adagrad",
+    "rmsprop",
+    "adadelta",
+    "adam",
+    "adamw",
+    "amsgrad",
+    "radam",
+)
+#: Sized so that the default comparison stays under five minutes on two cores
+#: (measured by benchmarks/demo_time.py).
+DEFAULT_BUDGET = 8
+DEFAULT_SEEDS = 3
+#: ``quick=True`` budgets: enough to exercise every code path, not to conclude anything.
+QUICK_BUDGET = 3
+QUICK_SEEDS = 2
 #: All bundled 2-D test functions.
 FUNCTIONS_2D = ("rosenbrock", "rastrigin", "beale", "himmelblau", "ill_conditioned", "saddle")
 TRAJECTORY_BUDGET = 8
+QUICK_TRAJECTORY_BUDGET = 3
 TUNE_BUDGET = 20
 QUICK_TUNE_BUDGET = 4
+
+
+def compare(
+    problems: Sequence[str] = DEFAULT_PROBLEMS,
+    optimizers: Sequence[str] = DEFAULT_OPTIMIZERS,
+    *,
+    budget: int | None = None,
+    seeds: int | Sequence[int] | None = None,
+    search: str = "grid",
+    hparams: str | Sequence[str] = "lr",
+    steps: int | None = None,
+    lr_range: tuple[float, float] | None = None,
+    grid_extend: int | None = None,
+    quick: bool = False,
+    out_dir: str | os.PathLike = DEFAULT_OUT,
+    storage: str | None = None,
+    workers: int | None = None,
+    threads: int | None = 1,
+    engine: str = "auto",
+    lr_find: bool = True,
+    tensorboard: bool = False,
+    report: bool = True,
+    progress: bool | Any = False,
+    kind: str = "compare",
+):
+    """Compare optimizers on problems with an equal tuning budget; returns :class:`Results`.
+
+    Args:
+        problems: registry names or ``"module:function"`` specs.
+        optimizers: specs such as ``"adam"``, ``"momentum"``, ``"adam:eps=1e-6"``.
+        budget: trials per optimizer and problem (grid points, or Optuna trials).
+        seeds: number of seeds (0..n-1) or explicit seeds for the reruns of the best setting.
+        search: ``"grid"`` or ``"optuna"``.
+        hparams: with Optuna, what to tune besides ``lr``: ``"lr"``, ``"all"`` or names.
+        steps: steps per run for every problem (default: each problem's own).
+        lr_range: override the problems' ``default_lr_range``.
+        grid_extend: with the grid search, how many points (in all) the grid may grow by,
+            one log step at a time, while the best learning rate lies at its edge (default
+            3; ``quick``: 1; 0 keeps the grid as it is).
+        quick: tiny budgets for smoke tests.
+        out_dir: where ``lab.db``, the report and figures go.
+        storage: Optuna storage URL (default: the same SQLite file).
+        workers: processes (default: all cores; 1 runs in this process).
+        threads: torch threads per worker (``None``: torch's default).
+        engine: optimizer engine (``"auto"``, ``"loop"``, ``"foreach"``, ``"fused"``).
+        lr_find: also run a learning-rate range test per cell for the report.
+        tensorboard: write TensorBoard event files under ``out_dir/tensorboard``.
+        report: write ``report.html``/``report.md`` and figures.
+        progress: ``True`` for a rich progress bar, or an object with the
+            :class:`~optimlab.lab.protocol.NullProgress` methods.
+    """
+    # A single name is a common slip in a notebook: list("adam") would be four optimizers.
+    problems = [problems] if isinstance(problems, str) else list(problems)
+    optimizers = [optimizers] if isinstance(optimizers, str) else list(optimizers)
+    if workers is not None and workers < 1:
+        raise LabError(f"workers must be at least 1, got {workers}")
+    sweep = plan_sweep(
+        problems,
+        optimizers,
+        kind=kind,
+        budget=budget if budget is not None else (QUICK_BUDGET if quick else DEFAULT_BUDGET),
+        seeds=seeds if seeds is not None else (QUICK_SEEDS if quick else DEFAULT_SEEDS),
+        search=search,
+        hparams=hparams,
+        steps=steps,
+        lr_range=lr_range,
+        grid_extend=grid_extend,
+        quick=quick,
+        engine=engine,
+        lr_find=lr_find,
+    )
+    out = ensure_writable_dir(out_dir)
+    run_sweep(sweep, out, storage=storage, workers=workers, threads=threads, progress=progress)
+
+    from optimlab.lab.results import Results
+
+    results = Results.load(out, sweep.sweep_id)
+    if tensorboard:
+        from optimlab.lab.tensorboard import write_event_files
+
+        write_event_files(results, out / "tensorboard")
+    if report:
+        results.write_report(out)
+    return results
 
 
 def tune(
@@ -39,7 +153,7 @@ def tune(
     of names from :data:`optimlab.lab.tuning.SEARCH_SPACES`) adds other hyperparameters.
     ``storage`` is any Optuna storage URL; machines running the same ``tune`` against the same
     URL share one study. The best setting is rerun on ``seeds`` seeds. Other keyword arguments
-    are those of :func:`optimlab.lab.compare`.
+    are those of :func:`compare`.
     """
     if budget is None:
         budget = QUICK_TUNE_BUDGET if kwargs.get("quick") else TUNE_BUDGET
@@ -72,7 +186,7 @@ def trajectories(
     (``figures/trajectories-<function>.gif``) besides ``trajectories.html``.
     """
     if budget is None:
-        budget = 3 if kwargs.get("quick") else TRAJECTORY_BUDGET
+        budget = QUICK_TRAJECTORY_BUDGET if kwargs.get("quick") else TRAJECTORY_BUDGET
     kwargs.setdefault("lr_find", False)
     kwargs.setdefault("seeds", 1)
     return compare(
@@ -83,6 +197,15 @@ def trajectories(
         kind="trajectories",
         **kwargs,
     )
+
+
+def lr_find_paths(out_dir: str | os.PathLike, problem: str) -> dict[str, Path]:
+    """Where :func:`find_lr` writes a problem's range-test plot and curves."""
+    stem = f"lr-find-{problem}"
+    return {
+        "png": Path(out_dir) / "figures" / f"{stem}.png",
+        "json": Path(out_dir) / f"{stem}.json",
+    }
 
 
 def find_lr(
@@ -107,7 +230,8 @@ def find_lr(
     there) and, with ``write``, plotted to ``figures/lr-find-<problem>.png`` with the curves in
     ``lr-find-<problem>.json``.
     """
-    from optimlab.lab.files import atomic_write_bytes, atomic_write_json, ensure_writable_dir
+    from optimlab.lab.files import atomic_write_bytes, atomic_write_json
+    from optimlab.lab.identity import config_hash
     from optimlab.lab.lr_finder import (
         SUGGESTIONS,
         LRFinderResult,
@@ -116,7 +240,6 @@ def find_lr(
     )
     from optimlab.lab.optimizers import parse_optimizers
     from optimlab.lab.problem_lookup import resolve_problems
-    from optimlab.lab.runner import config_hash
     from optimlab.lab.store import Store
 
     if suggest not in SUGGESTIONS:
@@ -130,7 +253,7 @@ def find_lr(
     end = end_lr if end_lr is not None else hi * 10
     if not (0 < start < end):
         raise LabError(f"bad lr range: start {start} must be positive and below end {end}")
-    n_steps = steps if steps is not None else (30 if quick else 100)
+    n_steps = steps if steps is not None else (QUICK_LR_FIND_STEPS if quick else LR_FIND_STEPS)
     if n_steps < 5:
         raise LabError(f"steps must be at least 5 for a range test, got {n_steps}")
     out = ensure_writable_dir(out_dir)
@@ -158,13 +281,47 @@ def find_lr(
     if write:
         from optimlab.lab.plots import plot_lr_finder, png_bytes
 
-        stem = f"lr-find-{prob.name}"
-        atomic_write_bytes(
-            Path(out) / "figures" / f"{stem}.png",
-            png_bytes(plot_lr_finder(found, title=prob.name)),
-        )
-        atomic_write_json(
-            Path(out) / f"{stem}.json",
-            {label: res.to_json() for label, res in found},
-        )
+        paths = lr_find_paths(out, prob.name)
+        atomic_write_bytes(paths["png"], png_bytes(plot_lr_finder(found, title=prob.name)))
+        atomic_write_json(paths["json"], {label: res.to_json() for label, res in found})
     return found
+
+
+def db_path(out_dir: str | os.PathLike) -> Path:
+    """The lab database of an output directory."""
+    from optimlab.lab.store import DB_NAME
+
+    return Path(out_dir) / DB_NAME
+
+
+def _existing_db(out_dir: str | os.PathLike) -> Path:
+    db = db_path(out_dir)
+    if not db.exists():
+        raise LabError(f"no lab database in '{out_dir}' (run `optimlab compare` first)")
+    return db
+
+
+def list_sweeps(out_dir: str | os.PathLike = DEFAULT_OUT) -> list[dict[str, Any]]:
+    """The sweeps stored in ``out_dir/lab.db``, most recently updated first."""
+    from optimlab.lab.store import Store
+
+    _existing_db(out_dir)
+    with Store(out_dir) as store:
+        return store.sweeps()
+
+
+def rebuild_report(
+    out_dir: str | os.PathLike = DEFAULT_OUT,
+    sweep: str | None = None,
+    kind: str | None = None,
+    gif: bool | None = None,
+):
+    """Rewrite the report of a stored sweep (default: the latest) without running anything;
+    returns its :class:`Results` (``results.report_path`` is the HTML file)."""
+    from optimlab.lab.report import write_report
+    from optimlab.lab.results import Results
+
+    _existing_db(out_dir)
+    results = Results.load(out_dir, sweep, kind)
+    write_report(results, Path(out_dir), gif=gif)
+    return results

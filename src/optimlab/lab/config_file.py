@@ -41,10 +41,15 @@ def load_config(path: str) -> dict[str, Any]:
     return data
 
 
-def apply_config(parser: argparse.ArgumentParser, sub: argparse.ArgumentParser, path: str, argv):
-    """Re-parse with the config file's values as defaults (the command line still wins)."""
+def apply_config(parser: argparse.ArgumentParser, sub, path: str, argv):
+    """Re-parse ``argv`` with the config file's values as ``sub``'s defaults (the command line
+    still wins).
+
+    ``sub`` is the subcommand's parser as :func:`optimlab.lab.cli.build_parser` builds it: its
+    ``options`` map each option's ``dest`` to the ``argparse.Action`` that checks it.
+    """
     data = load_config(path)
-    actions = {a.dest: a for a in sub._actions if a.dest not in ("help", "config", "func")}
+    actions = {d: a for d, a in sub.options.items() if d not in ("help", "config", "func")}
     defaults = {}
     for key, value in data.items():
         dest = key.replace("-", "_")

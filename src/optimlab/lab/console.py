@@ -1,4 +1,5 @@
-"""Terminal output for the CLI: a rich progress bar and the summary table.
+"""Everything the CLI shows on the terminal: the progress bar, the tables, where files went,
+and error lines.
 
 rich is imported here only, when the CLI (or ``progress=True``) asks for it.
 """
@@ -6,6 +7,8 @@ rich is imported here only, when the CLI (or ``progress=True``) asks for it.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+from typing import Any
 
 
 def stderr_console():
@@ -118,6 +121,116 @@ def print_summary(results, console=None) -> None:
     console.print(table)
     for line in edge_notes(results):
         console.print(line, markup=False, highlight=False)
+
+
+def print_outcome(results, out_dir, *, report: bool, tensorboard: bool, console=None) -> None:
+    """After a sweep: its tables, then where the report, the event files and the runs are."""
+    if results.summaries():
+        print_summary(results, console)
+    if report:
+        print(f"Report: {results.report_path.resolve()}")
+    if tensorboard:
+        print(f"TensorBoard: tensorboard --logdir {(Path(out_dir) / 'tensorboard').resolve()}")
+    db = (Path(out_dir) / "lab.db").resolve()
+    print(f"Runs stored in {db} (sweep {results.sweep_id[:12]})")
+
+
+def print_best_settings(results) -> None:
+    """``tune``'s answer: the best hyperparameters of each cell, one line each."""
+    for cell in results.summaries():
+        params = ", ".join(f"{k}={v}" for k, v in sorted(cell.hparams.items()))
+        print(f"Best for {cell.optimizer} on {cell.problem}: {params}")
+
+
+def print_lr_find(problem: str, found: list[tuple[str, Any]], paths: dict[str, Path]) -> None:
+    """The range tests of ``optimlab lr-find``: one row per optimizer, then the files."""
+    from rich.table import Table
+
+    from optimlab.lab.formatting import num
+
+    table = Table(title=f"lr range test on {problem}", title_justify="left")
+    for name in ("optimizer", "suggested lr", "rule", "how", "points", "stopped early"):
+        table.add_column(name)
+    for label, res in found:
+        table.add_row(
+            label,
+            num(res.suggestion, 3),
+            res.method,
+            res.reason,
+            str(len(res.lrs)),
+            "yes" if res.stopped_early else "no",
+        )
+    stdout_console().print(table)
+    print(f"Plot: {paths['png'].resolve()}")
+    print(f"Curves: {paths['json'].resolve()}")
+
+
+def print_sweeps(db: Path, sweeps: list[dict[str, Any]]) -> None:
+    """``optimlab report --list``: one row per stored sweep."""
+    from rich.table import Table
+
+    table = Table(title=f"sweeps in {db}", title_justify="left")
+    for name in ("sweep", "kind", "problems", "optimizers", "updated", "complete"):
+        table.add_column(name)
+    for sweep in sweeps:
+        cfg = sweep["config"]
+        table.add_row(
+            sweep["sweep_id"][:12],
+            sweep["kind"],
+            " ".join(cfg.get("problems", [])),
+            " ".join(o["label"] for o in cfg.get("optimizers", [])),
+            sweep["updated_at"][:19],
+            "yes" if sweep["completed_at"] else "no",
+        )
+    stdout_console().print(table)
+
+
+def print_optimizers(console=None) -> None:
+    """``optimlab list optimizers``: registry names, then the lab's presets."""
+    from rich.table import Table
+
+    from optimlab.lab.specs import PRESETS, registry_names
+
+    console = console or stdout_console()
+    table = Table(
+        title="optimizers (use as -o NAME or -o NAME:key=value,...)", title_justify="left"
+    )
+    table.add_column("name")
+    table.add_column("what")
+    for name in registry_names():
+        table.add_row(name, "optimlab registry")
+    for name, (base, hparams, desc) in PRESETS.items():
+        settings = ", ".join(f"{k}={v}" for k, v in hparams.items())
+        table.add_row(name, f"preset: {desc} ({base} {settings})")
+    console.print(table)
+
+
+def print_problems(console=None) -> None:
+    """``optimlab list problems``: every registered problem, and whether it can run here."""
+    from rich.table import Table
+
+    from optimlab.lab.problems import available_problems, get_problem
+
+    console = console or stdout_console()
+    table = Table(
+        title="problems (use as -p NAME, or -p package.module:function)", title_justify="left"
+    )
+    for name in ("name", "kind", "steps", "metric", "lr range", "available", "description"):
+        table.add_column(name, overflow="fold")
+    for name in available_problems():
+        prob = get_problem(name)
+        reason = prob.unavailable_reason() if hasattr(prob, "unavailable_reason") else None
+        lo, hi = prob.default_lr_range
+        table.add_row(
+            name,
+            prob.kind,
+            str(prob.steps),
+            prob.metric or "—",
+            f"{lo:g}–{hi:g}",
+            "yes" if reason is None else f"no: {reason}",
+            prob.description,
+        )
+    console.print(table)
 
 
 def error_line(message: str) -> None:

@@ -232,7 +232,7 @@ def make_lr_find_config(
     engine: str = "auto",
 ) -> dict[str, Any]:
     """Everything that determines a range test on a problem (hashed into its id)."""
-    from optimlab.lab.presets import jsonable
+    from optimlab.lab.identity import jsonable
     from optimlab.lab.runner import PROTOCOL_VERSION
 
     return {
@@ -256,17 +256,11 @@ def execute_lr_find(config: dict[str, Any], threads: int | None = 1) -> dict[str
     import socket
     import time
 
+    from optimlab.lab.identity import config_hash, now, versions
     from optimlab.lab.optimizers import build_optimizer
-    from optimlab.lab.presets import OptimizerSpec
     from optimlab.lab.problem_lookup import resolve_problem
-    from optimlab.lab.runner import (
-        config_hash,
-        hparams_for_torch,
-        seeded_globals,
-        torch_threads,
-        versions,
-    )
-    from optimlab.lab.store import now
+    from optimlab.lab.runner import hparams_for_torch, seeded_globals, torch_threads
+    from optimlab.lab.specs import OptimizerSpec
 
     t0 = time.perf_counter()
     problem = resolve_problem(config["problem"])

@@ -2,7 +2,8 @@
 
 Everything in the lab builds optimizers through :func:`build_optimizer`, so the protocol, the
 lr finder and the trajectories all see exactly the same objects as a user of
-:func:`optimlab.create_optimizer` would.
+:func:`optimlab.create_optimizer` would. Specs are read by :mod:`optimlab.lab.specs`; this
+module checks them by building each once (:func:`parse_optimizers`).
 """
 
 from __future__ import annotations
@@ -13,14 +14,7 @@ from typing import Any
 import torch
 
 from optimlab.lab.errors import LabError
-from optimlab.lab.presets import OptimizerSpec, parse_optimizer
-
-
-def registry_names() -> list[str]:
-    """Names accepted by :func:`optimlab.create_optimizer` (lower case, registry order)."""
-    from optimlab import available_optimizers
-
-    return [name.lower() for name in available_optimizers()]
+from optimlab.lab.specs import OptimizerSpec, parse_optimizer, registry_names
 
 
 def build_optimizer(

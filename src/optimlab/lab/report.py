@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from optimlab.lab.files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from optimlab.lab.files import atomic_write_bytes, atomic_write_json, atomic_write_text, slug
 from optimlab.lab.formatting import (
     RANKING_NOTE,
     edge_notes,
@@ -49,10 +49,6 @@ def report_paths(out_dir: Path, kind: str) -> dict[str, Path]:
         "json": out_dir / f"{stem}.json",
         "figures": out_dir / "figures",
     }
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
 
 
 def how_to_read(results) -> str:
@@ -169,7 +165,7 @@ class _Writer:
         kind = self.results.kind
         # compare's figures keep short names; other commands prefix theirs (no doubling).
         prefix = "" if kind == "compare" or name.startswith(kind) else f"{kind}-"
-        path = self.paths["figures"] / f"{_slug(prefix + name)}.png"
+        path = self.paths["figures"] / f"{slug(prefix + name)}.png"
         atomic_write_bytes(path, data)
         self.files.append(path)
         self.html.append(_img(data, alt))
@@ -307,7 +303,7 @@ def write_report(results, out_dir: Path, gif: bool | None = None) -> Path:
             f"trajectories on {problem}",
         )
         if gif:
-            target = paths["figures"] / f"trajectories-{_slug(problem)}.gif"
+            target = paths["figures"] / f"trajectories-{slug(problem)}.gif"
             if plots.save_trajectory_gif(results, problem, target) is not None:
                 w.gif(target, f"animated trajectories on {problem}")
     if not two_d:

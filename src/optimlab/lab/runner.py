@@ -28,10 +28,7 @@ marked ``diverged``: its final loss is ``inf`` and it ranks last.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import platform
 import socket
 import statistics
 import time
@@ -41,8 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from optimlab.lab.presets import jsonable
-from optimlab.lab.store import now
+from optimlab.lab.identity import config_hash, jsonable, now, versions
 
 #: Bump when what a run measures changes, so that old rows are not mistaken for new ones.
 PROTOCOL_VERSION = 1
@@ -85,27 +81,9 @@ def make_run_config(
     }
 
 
-def config_hash(config: dict[str, Any]) -> str:
-    """A stable id for a configuration: SHA-256 of its canonical JSON, shortened."""
-    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:20]
-
-
 def run_id(config: dict[str, Any]) -> str:
     """A run's id: the hash of its full configuration (which includes the seed)."""
     return config_hash(config)
-
-
-def versions() -> dict[str, str]:
-    """Versions of what produced a number, stored with every run."""
-    import optimlab
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "optimlab": getattr(optimlab, "__version__", "unknown"),
-    }
 
 
 @contextmanager
@@ -171,8 +149,8 @@ def execute_run(config: dict[str, Any], threads: int | None = 1) -> dict[str, An
     Runs in a worker process (or in-process with ``workers=1``); touches no files.
     """
     from optimlab.lab.optimizers import build_optimizer
-    from optimlab.lab.presets import OptimizerSpec
     from optimlab.lab.problem_lookup import resolve_problem
+    from optimlab.lab.specs import OptimizerSpec
 
     started_at, t_start = now(), time.perf_counter()
     problem = resolve_problem(config["problem"])

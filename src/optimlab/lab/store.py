@@ -27,11 +27,11 @@ import json
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from optimlab.lab.errors import LabError
+from optimlab.lab.identity import now
 
 DB_NAME = "lab.db"
 SCHEMA_VERSION = 1
@@ -86,11 +86,6 @@ CREATE TABLE IF NOT EXISTS sweep_items (
 
 _RUN_JSON = ("config", "final", "curve", "versions")
 _FIND_JSON = ("config", "result", "versions")
-
-
-def now() -> str:
-    """UTC timestamp with microseconds (ISO 8601), the store's one time format."""
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
 class Store:
