@@ -13,12 +13,23 @@ registers its parser with ``func=<handler>`` and returns it, and list it in :dat
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from optimlab.lab import commands, console
 from optimlab.lab.errors import LabError, RunFailed
+from optimlab.lab.limits import (
+    MAX_BUDGET,
+    MAX_SEED,
+    MAX_SEEDS,
+    MAX_STEPS,
+    PER_CORE,
+    check_lr,
+    check_lr_range,
+    max_processes,
+)
 from optimlab.lab.specs import split_specs
 
 
@@ -52,29 +63,10 @@ class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaults
 # -- argument helpers ------------------------------------------------------------------------
 
 
-def _int_at_least(minimum: int, what: str):
-    """An argparse type: an int of at least ``minimum``, refused with ``what`` it must be."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < minimum:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-        return value
-
-    return parse
-
-
-_positive_int = _int_at_least(1, "a positive integer")
-_count = _int_at_least(0, "a whole number, 0 or more")
-
-
 def _add_grid_extend(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--grid-extend",
-        type=_count,
+        type=_int_type(0, MAX_BUDGET),
         default=None,
         metavar="N",
         help="while the best lr lies at an edge of the grid, grow the grid on that side by "
@@ -82,14 +74,36 @@ def _add_grid_extend(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _positive_float(text: str) -> float:
+def _shown(text: str) -> str:
+    """The user's text in an error message, cut short (a 5000-digit number is one long line)."""
+    return repr(text if len(text) <= 40 else text[:37] + "...")
+
+
+def _int_type(low: int, high: int | Callable[[], int], note: str = ""):
+    """An argparse type: an integer in ``[low, high]`` (``high`` may depend on the machine)."""
+
+    def integer(text: str) -> int:
+        top = high() if callable(high) else high
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= top:
+            raise argparse.ArgumentTypeError(
+                f"expected an integer from {low} to {top}{note}, got {_shown(text)}"
+            )
+        return value
+
+    return integer
+
+
+def _lr_type(text: str) -> float:
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+        return check_lr(text, "value")
+    except LabError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive, finite number, got {_shown(text)}"
+        ) from None
 
 
 def _lr_range(text: str) -> tuple[float, float]:
@@ -97,11 +111,17 @@ def _lr_range(text: str) -> tuple[float, float]:
         lo, hi = (float(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected LOW,HIGH such as 1e-4,1, got {text!r}"
+            f"expected LOW,HIGH such as 1e-4,1, got {_shown(text)}"
         ) from None
-    if not 0 < lo < hi:
-        raise argparse.ArgumentTypeError(f"need 0 < LOW < HIGH, got {text!r}")
-    return lo, hi
+    try:
+        return check_lr_range(lo, hi)
+    except LabError:
+        raise argparse.ArgumentTypeError(
+            f"need 0 < LOW < HIGH, both finite, got {_shown(text)}"
+        ) from None
+
+
+_PROCESSES = _int_type(1, max_processes, f" ({PER_CORE} per core)")
 
 
 def _add_common(p: argparse.ArgumentParser, *, sweep: bool = True) -> None:
@@ -117,9 +137,7 @@ def _add_common(p: argparse.ArgumentParser, *, sweep: bool = True) -> None:
         help="JSON or TOML file with option values (keys as the long option names, "
         "e.g. budget = 8); options given on the command line win",
     )
-    p.add_argument(
-        "--threads", type=_positive_int, default=1, help="torch threads per worker process"
-    )
+    p.add_argument("--threads", type=_PROCESSES, default=1, help="torch threads per worker process")
     p.add_argument(
         "--engine",
         default="auto",
@@ -134,13 +152,13 @@ def _add_common(p: argparse.ArgumentParser, *, sweep: bool = True) -> None:
     if sweep:
         p.add_argument(
             "--workers",
-            type=_positive_int,
+            type=_PROCESSES,
             default=None,
             help="worker processes (default: all cores; 1 runs in-process)",
         )
         p.add_argument(
             "--steps",
-            type=_positive_int,
+            type=_int_type(1, MAX_STEPS),
             default=None,
             help="steps per run for every problem (default: each problem's own)",
         )
@@ -203,14 +221,14 @@ def _add_compare(sub, name: str) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--budget",
-        type=_positive_int,
+        type=_int_type(1, MAX_BUDGET),
         default=None,
         help=f"tuning trials per optimizer and problem (default {commands.DEFAULT_BUDGET}; "
         f"--quick {commands.QUICK_BUDGET})",
     )
     p.add_argument(
         "--seeds",
-        type=_positive_int,
+        type=_int_type(1, MAX_SEEDS),
         default=None,
         help=f"seeds for the reruns of the best setting (default {commands.DEFAULT_SEEDS}; "
         f"--quick {commands.QUICK_SEEDS})",
@@ -299,7 +317,7 @@ def _add_tune(sub, name: str) -> argparse.ArgumentParser:
     p.add_argument("-o", "--optimizer", required=True, help="optimizer spec")
     p.add_argument(
         "--budget",
-        type=_positive_int,
+        type=_int_type(1, MAX_BUDGET),
         default=None,
         help=f"trials (default {commands.TUNE_BUDGET}; --quick {commands.QUICK_TUNE_BUDGET})",
     )
@@ -308,7 +326,9 @@ def _add_tune(sub, name: str) -> argparse.ArgumentParser:
         default="lr",
         help="what to tune besides lr: 'lr', 'all' or names such as beta1,eps",
     )
-    p.add_argument("--seeds", type=_positive_int, default=1, help="seeds for the best setting")
+    p.add_argument(
+        "--seeds", type=_int_type(1, MAX_SEEDS), default=1, help="seeds for the best setting"
+    )
     p.add_argument(
         "--storage",
         default=None,
@@ -369,7 +389,7 @@ def _add_trajectories(sub, name: str) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--budget",
-        type=_positive_int,
+        type=_int_type(1, MAX_BUDGET),
         default=None,
         help=f"learning rates tried per optimizer (default {commands.TRAJECTORY_BUDGET})",
     )
@@ -422,23 +442,25 @@ def _add_lr_find(sub, name: str) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--start-lr",
-        type=_positive_float,
+        type=_lr_type,
         default=None,
         help="first lr (default: the problem's lowest / 10)",
     )
     p.add_argument(
         "--end-lr",
-        type=_positive_float,
+        type=_lr_type,
         default=None,
         help="last lr (default: the problem's highest × 10)",
     )
     p.add_argument(
         "--steps",
-        type=_positive_int,
+        type=_int_type(5, MAX_STEPS),
         default=None,
         help="steps of the sweep (default 100; --quick 30)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the problem instance")
+    p.add_argument(
+        "--seed", type=_int_type(0, MAX_SEED), default=0, help="seed of the problem instance"
+    )
     p.add_argument(
         "--suggest", choices=SUGGESTIONS, default="valley", help="rule that picks the suggested lr"
     )
@@ -448,9 +470,7 @@ def _add_lr_find(sub, name: str) -> argparse.ArgumentParser:
 
 
 def _run_lr_find(args) -> int:
-    from optimlab.lab.problem_lookup import resolve_problem
-
-    found = commands.find_lr(
+    outcome = commands.range_tests(
         args.problem,
         split_specs(args.optimizers),
         start_lr=args.start_lr,
@@ -463,8 +483,7 @@ def _run_lr_find(args) -> int:
         threads=args.threads,
         engine=args.engine,
     )
-    name = resolve_problem(args.problem).name
-    console.print_lr_find(args.problem, found, commands.lr_find_paths(args.out, name))
+    console.print_lr_find(outcome)
     return 0
 
 
@@ -511,7 +530,7 @@ def _run_report(args) -> int:
     )
     if results.summaries():
         console.print_summary(results)
-    print(f"Report: {results.report_path.resolve()}")
+    console.print_report_path(results)
     return 0
 
 
@@ -574,8 +593,20 @@ def build_parser() -> _Parser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit status (0 ok, 1 a run failed, 2 bad input, 130 ^C)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Run the CLI; returns the exit status (0 ok, 1 a run failed or the reader of a pipe went
+    away, 2 bad input, 130 ^C)."""
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    except BrokenPipeError:
+        # `optimlab report --list | head -3`: the reader has what it wanted. Stop quietly
+        # with status 1, as rich does for its tables, and keep Python from failing again when
+        # it flushes stdout on exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+def _main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from optimlab.lab.errors import LabError
 from optimlab.lab.files import ensure_writable_dir
+from optimlab.lab.limits import MAX_STEPS, check_int, check_lr_range, check_seed, max_processes
 from optimlab.lab.protocol import LR_FIND_STEPS, QUICK_LR_FIND_STEPS, plan_sweep, run_sweep
 
 #: Where every command writes (``lab.db``, reports, figures) unless told otherwise.
@@ -104,8 +106,10 @@ def compare(
     # A single name is a common slip in a notebook: list("adam") would be four optimizers.
     problems = [problems] if isinstance(problems, str) else list(problems)
     optimizers = [optimizers] if isinstance(optimizers, str) else list(optimizers)
-    if workers is not None and workers < 1:
-        raise LabError(f"workers must be at least 1, got {workers}")
+    if workers is not None:
+        workers = check_int("workers", workers, 1, max_processes())
+    if threads is not None:
+        threads = check_int("threads", threads, 1, max_processes())
     sweep = plan_sweep(
         problems,
         optimizers,
@@ -199,13 +203,14 @@ def trajectories(
     )
 
 
-def lr_find_paths(out_dir: str | os.PathLike, problem: str) -> dict[str, Path]:
-    """Where :func:`find_lr` writes a problem's range-test plot and curves."""
-    stem = f"lr-find-{problem}"
-    return {
-        "png": Path(out_dir) / "figures" / f"{stem}.png",
-        "json": Path(out_dir) / f"{stem}.json",
-    }
+@dataclass
+class RangeTests:
+    """What ``optimlab lr-find`` did: the problem's name, ``[(label, LRFinderResult)]`` and the
+    files it wrote in its own folder (``png`` and ``json``; none when nothing was written)."""
+
+    problem: str
+    found: list[tuple[str, Any]]
+    files: dict[str, Path] = field(default_factory=dict)
 
 
 def find_lr(
@@ -227,11 +232,44 @@ def find_lr(
 
     The default sweep runs from a tenth of the problem's ``default_lr_range`` low end to ten
     times its high end. Results are stored in ``lab.db`` (a repeated call is answered from
-    there) and, with ``write``, plotted to ``figures/lr-find-<problem>.png`` with the curves in
-    ``lr-find-<problem>.json``.
+    there) and, with ``write``, plotted to ``lr-find-<problem>.png`` with the curves in
+    ``lr-find-<problem>.json``, in the call's own folder ``reports/lr-find-<id>/`` and, as the
+    latest, at ``figures/lr-find-<problem>.png`` and ``lr-find-<problem>.json``.
     """
+    return range_tests(
+        problem,
+        optimizers,
+        start_lr=start_lr,
+        end_lr=end_lr,
+        steps=steps,
+        seed=seed,
+        suggest=suggest,
+        quick=quick,
+        out_dir=out_dir,
+        threads=threads,
+        engine=engine,
+        write=write,
+    ).found
+
+
+def range_tests(
+    problem: str,
+    optimizers: Sequence[str] = ("adam",),
+    *,
+    start_lr: float | None = None,
+    end_lr: float | None = None,
+    steps: int | None = None,
+    seed: int = 0,
+    suggest: str = "valley",
+    quick: bool = False,
+    out_dir: str | os.PathLike = DEFAULT_OUT,
+    threads: int | None = 1,
+    engine: str = "auto",
+    write: bool = True,
+) -> RangeTests:
+    """:func:`find_lr`, returning also where its files went (what the CLI prints)."""
     from optimlab.lab.files import atomic_write_bytes, atomic_write_json
-    from optimlab.lab.identity import config_hash
+    from optimlab.lab.identity import config_hash, now
     from optimlab.lab.lr_finder import (
         SUGGESTIONS,
         LRFinderResult,
@@ -240,25 +278,28 @@ def find_lr(
     )
     from optimlab.lab.optimizers import parse_optimizers
     from optimlab.lab.problem_lookup import resolve_problems
+    from optimlab.lab.report_index import copy_latest, report_dir, write_index
     from optimlab.lab.store import Store
 
     if suggest not in SUGGESTIONS:
         raise LabError(
             f"unknown suggestion rule '{suggest}' (choose from: {', '.join(SUGGESTIONS)})"
         )
+    seed = check_seed(seed)
+    if threads is not None:
+        threads = check_int("threads", threads, 1, max_processes())
     [(key, prob)] = resolve_problems([problem])
     specs = parse_optimizers(list(optimizers))
     lo, hi = prob.default_lr_range
-    start = start_lr if start_lr is not None else lo / 10
-    end = end_lr if end_lr is not None else hi * 10
-    if not (0 < start < end):
-        raise LabError(f"bad lr range: start {start} must be positive and below end {end}")
+    start, end = check_lr_range(
+        start_lr if start_lr is not None else lo / 10, end_lr if end_lr is not None else hi * 10
+    )
     n_steps = steps if steps is not None else (QUICK_LR_FIND_STEPS if quick else LR_FIND_STEPS)
-    if n_steps < 5:
-        raise LabError(f"steps must be at least 5 for a range test, got {n_steps}")
+    n_steps = check_int("steps of a range test", n_steps, 5, MAX_STEPS)
     out = ensure_writable_dir(out_dir)
 
     found: list[tuple[str, LRFinderResult]] = []
+    configs = []
     with Store(out) as store:
         for spec in specs:
             config = make_lr_find_config(
@@ -272,19 +313,37 @@ def find_lr(
                 suggest=suggest,
                 engine=engine,
             )
+            configs.append(config)
             record = store.get_lr_find(config_hash(config))
             if record is None:
                 record = execute_lr_find(config, threads)
                 store.put_lr_find(record)
             found.append((spec.label, LRFinderResult.from_json(record["result"])))
+    outcome = RangeTests(prob.name, found)
+    if not write:
+        return outcome
 
-    if write:
-        from optimlab.lab.plots import plot_lr_finder, png_bytes
+    from optimlab.lab.plots import plot_lr_finder, png_bytes
 
-        paths = lr_find_paths(out, prob.name)
-        atomic_write_bytes(paths["png"], png_bytes(plot_lr_finder(found, title=prob.name)))
-        atomic_write_json(paths["json"], {label: res.to_json() for label, res in found})
-    return found
+    # One folder per set of range tests: two lr-find commands into one --out never share files.
+    labels = [label for label, _ in found]
+    own = report_dir(out, "lr-find", config_hash({"labels": labels, "configs": configs}))
+    stem = f"lr-find-{prob.name}"
+    outcome.files = {"png": own / f"{stem}.png", "json": own / f"{stem}.json"}
+    atomic_write_bytes(outcome.files["png"], png_bytes(plot_lr_finder(found, title=prob.name)))
+    atomic_write_json(outcome.files["json"], {label: res.to_json() for label, res in found})
+    plan = {"problems": [key], "optimizers": labels, "start_lr": start, "end_lr": end}
+    plan.update({"steps": n_steps, "seed": seed, "suggest": suggest, "quick": quick})
+    summary = {"kind": "lr-find", "updated_at": now(), "completed_at": now(), "plan": plan}
+    atomic_write_json(own / "report.json", {**summary, "page": outcome.files["png"].name})
+    copy_latest(
+        [
+            (outcome.files["png"], out / "figures" / f"{stem}.png"),
+            (outcome.files["json"], out / f"{stem}.json"),
+        ]
+    )
+    write_index(out)
+    return outcome
 
 
 def db_path(out_dir: str | os.PathLike) -> Path:
@@ -294,19 +353,11 @@ def db_path(out_dir: str | os.PathLike) -> Path:
     return Path(out_dir) / DB_NAME
 
 
-def _existing_db(out_dir: str | os.PathLike) -> Path:
-    db = db_path(out_dir)
-    if not db.exists():
-        raise LabError(f"no lab database in '{out_dir}' (run `optimlab compare` first)")
-    return db
-
-
 def list_sweeps(out_dir: str | os.PathLike = DEFAULT_OUT) -> list[dict[str, Any]]:
     """The sweeps stored in ``out_dir/lab.db``, most recently updated first."""
     from optimlab.lab.store import Store
 
-    _existing_db(out_dir)
-    with Store(out_dir) as store:
+    with Store(out_dir, read_only=True) as store:
         return store.sweeps()
 
 
@@ -321,7 +372,6 @@ def rebuild_report(
     from optimlab.lab.report import write_report
     from optimlab.lab.results import Results
 
-    _existing_db(out_dir)
     results = Results.load(out_dir, sweep, kind)
-    write_report(results, Path(out_dir), gif=gif)
+    write_report(results, ensure_writable_dir(out_dir), gif=gif)
     return results

@@ -128,11 +128,19 @@ def print_outcome(results, out_dir, *, report: bool, tensorboard: bool, console=
     if results.summaries():
         print_summary(results, console)
     if report:
-        print(f"Report: {results.report_path.resolve()}")
+        print_report_path(results)
     if tensorboard:
         print(f"TensorBoard: tensorboard --logdir {(Path(out_dir) / 'tensorboard').resolve()}")
     db = (Path(out_dir) / "lab.db").resolve()
     print(f"Runs stored in {db} (sweep {results.sweep_id[:12]})")
+
+
+def print_report_path(results) -> None:
+    """Where this sweep's own report is, and the index of every report beside it."""
+    from optimlab.lab.report_index import INDEX
+
+    print(f"Report: {results.report_path.resolve()}")
+    print(f"All reports: {(results.out_dir / INDEX).resolve()}")
 
 
 def print_best_settings(results) -> None:
@@ -142,16 +150,16 @@ def print_best_settings(results) -> None:
         print(f"Best for {cell.optimizer} on {cell.problem}: {params}")
 
 
-def print_lr_find(problem: str, found: list[tuple[str, Any]], paths: dict[str, Path]) -> None:
+def print_lr_find(outcome) -> None:
     """The range tests of ``optimlab lr-find``: one row per optimizer, then the files."""
     from rich.table import Table
 
     from optimlab.lab.formatting import num
 
-    table = Table(title=f"lr range test on {problem}", title_justify="left")
+    table = Table(title=f"lr range test on {outcome.problem}", title_justify="left")
     for name in ("optimizer", "suggested lr", "rule", "how", "points", "stopped early"):
         table.add_column(name)
-    for label, res in found:
+    for label, res in outcome.found:
         table.add_row(
             label,
             num(res.suggestion, 3),
@@ -161,19 +169,23 @@ def print_lr_find(problem: str, found: list[tuple[str, Any]], paths: dict[str, P
             "yes" if res.stopped_early else "no",
         )
     stdout_console().print(table)
-    print(f"Plot: {paths['png'].resolve()}")
-    print(f"Curves: {paths['json'].resolve()}")
+    print(f"Plot: {outcome.files['png'].resolve()}")
+    print(f"Curves: {outcome.files['json'].resolve()}")
 
 
 def print_sweeps(db: Path, sweeps: list[dict[str, Any]]) -> None:
-    """``optimlab report --list``: one row per stored sweep."""
+    """``optimlab report --list``: one row per stored sweep, with its report if written."""
     from rich.table import Table
 
+    from optimlab.lab.report_index import report_dir
+
+    out_dir = Path(db).parent
     table = Table(title=f"sweeps in {db}", title_justify="left")
-    for name in ("sweep", "kind", "problems", "optimizers", "updated", "complete"):
-        table.add_column(name)
+    for name in ("sweep", "kind", "problems", "optimizers", "updated", "complete", "report"):
+        table.add_column(name, overflow="fold")
     for sweep in sweeps:
         cfg = sweep["config"]
+        report = report_dir(out_dir, sweep["kind"], sweep["sweep_id"]) / "report.html"
         table.add_row(
             sweep["sweep_id"][:12],
             sweep["kind"],
@@ -181,6 +193,7 @@ def print_sweeps(db: Path, sweeps: list[dict[str, Any]]) -> None:
             " ".join(o["label"] for o in cfg.get("optimizers", [])),
             sweep["updated_at"][:19],
             "yes" if sweep["completed_at"] else "no",
+            str(report.relative_to(out_dir)) if report.exists() else "—",
         )
     stdout_console().print(table)
 
@@ -235,5 +248,6 @@ def print_problems(console=None) -> None:
 
 def error_line(message: str) -> None:
     """One line on stderr, plain text (no rich markup surprises in error messages)."""
-    sys.stderr.write(f"optimlab: error: {message}\n")
+    # One line whatever the message holds (an SQLite report, a user's exception text).
+    sys.stderr.write(f"optimlab: error: {' '.join(message.splitlines())}\n")
     sys.stderr.flush()

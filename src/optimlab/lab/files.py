@@ -39,21 +39,26 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     When the block ends without an exception the file gets :func:`default_file_mode` and is
     moved onto ``path``; otherwise it is removed. The temporary name ends with ``path``'s own
-    suffix, because some writers choose the format by it.
+    suffix, because some writers choose the format by it. A file system that refuses the
+    write (permissions, a full disk) raises a one-line :class:`LabError` naming the file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}"
-    )
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}"
+        )
+        os.close(fd)
         yield Path(tmp)
         os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise LabError(f"cannot write '{path}': {reason}") from exc
     finally:
         # Leave no stray temporary file behind, whatever went wrong.
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 

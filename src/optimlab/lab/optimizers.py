@@ -45,10 +45,17 @@ def build_optimizer(
 
 
 def validate_spec(spec: OptimizerSpec) -> None:
-    """Build the optimizer once on a throwaway parameter, so mistakes show before any run."""
+    """Build the optimizer on a throwaway parameter and take one step, so mistakes (a bad
+    value, or one of the wrong type that only the update would trip over) show before any run.
+    """
     dummy = torch.zeros(2, requires_grad=True)
     lr = spec.fixed_lr if spec.fixed_lr is not None else 1e-3
-    build_optimizer(spec, [dummy], lr=lr)
+    optimizer = build_optimizer(spec, [dummy], lr=lr)
+    dummy.grad = torch.ones_like(dummy)
+    try:
+        optimizer.step()
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise LabError(f"bad hyperparameter for optimizer '{spec.label}': {exc}") from None
 
 
 def parse_optimizers(texts: Iterable[str]) -> list[OptimizerSpec]:

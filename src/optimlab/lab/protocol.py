@@ -33,6 +33,14 @@ from typing import Any
 
 from optimlab.lab.errors import LabError, RunFailed
 from optimlab.lab.identity import config_hash
+from optimlab.lab.limits import (
+    MAX_BUDGET,
+    MAX_SEEDS,
+    MAX_STEPS,
+    check_int,
+    check_lr_range,
+    check_seed,
+)
 from optimlab.lab.lr_finder import execute_lr_find, make_lr_find_config
 from optimlab.lab.objective import Objective, objective_for
 from optimlab.lab.optimizers import parse_optimizers
@@ -113,29 +121,25 @@ class SweepPlan:
 
 
 def _seed_list(seeds: int | Sequence[int]) -> list[int]:
-    if isinstance(seeds, int):
-        if seeds < 1:
-            raise LabError(f"seeds must be at least 1, got {seeds}")
-        return list(range(seeds))
-    out = [int(s) for s in seeds]
+    """A number of seeds (0..n-1) or the seeds themselves, duplicates dropped."""
+    if isinstance(seeds, (int, float)):
+        return list(range(check_int("seeds", seeds, 1, MAX_SEEDS)))
+    out = list(dict.fromkeys(check_seed(s) for s in seeds))
     if not out:
         raise LabError("seeds must not be empty")
-    return list(dict.fromkeys(out))
+    if len(out) > MAX_SEEDS:
+        raise LabError(f"at most {MAX_SEEDS} seeds, got {len(out)}")
+    return out
 
 
 def _steps_for(problem, steps: int | None, quick: bool) -> int:
     if steps is not None:
-        if steps < 1:
-            raise LabError(f"steps must be at least 1, got {steps}")
-        return int(steps)
+        return check_int("steps", steps, 1, MAX_STEPS)
     return int(problem.quick_steps if quick else problem.steps)
 
 
 def _lr_range(problem, lr_range: tuple[float, float] | None) -> tuple[float, float]:
-    lo, hi = lr_range if lr_range is not None else problem.default_lr_range
-    if not (0 < lo < hi):
-        raise LabError(f"bad lr range ({lo}, {hi}): need 0 < low < high")
-    return float(lo), float(hi)
+    return check_lr_range(*(lr_range if lr_range is not None else problem.default_lr_range))
 
 
 def plan_sweep(
@@ -162,12 +166,10 @@ def plan_sweep(
     """
     if search not in SEARCHES:
         raise LabError(f"unknown search '{search}' (choose from: {', '.join(SEARCHES)})")
-    if budget < 1:
-        raise LabError(f"budget must be at least 1, got {budget}")
+    budget = check_int("budget", budget, 1, MAX_BUDGET)
     if grid_extend is None:
         grid_extend = QUICK_GRID_EXTEND if quick else GRID_EXTEND
-    if grid_extend < 0:
-        raise LabError(f"grid extension must be at least 0, got {grid_extend}")
+    grid_extend = check_int("grid extension", grid_extend, 0, MAX_BUDGET)
     seed_list = _seed_list(seeds)
     from optimlab.core.engines import ENGINES
 
@@ -196,6 +198,7 @@ def plan_sweep(
         "evals": DEFAULT_EVALS,
         "lr_find": bool(lr_find),
         "lr_find_steps": QUICK_LR_FIND_STEPS if quick else LR_FIND_STEPS,
+        "quick": bool(quick),
         "protocol": PROTOCOL_VERSION,
     }
     return SweepPlan(plan, config_hash(plan), resolved, specs)

@@ -3,6 +3,11 @@
 The HTML embeds every image as base64 and carries its own CSS, so it opens offline, can be
 mailed or attached to an issue as a single file. Every file is written atomically.
 
+Each sweep's report lives in its own folder, ``OUT/reports/<kind>-<sweep id>/`` (see
+:mod:`optimlab.lab.report_index`), so it always shows that sweep and nothing else; the latest
+one of each kind is copied to the top of ``OUT`` (``report.html``, ``trajectories.html``,
+``tune.html``) and ``OUT/index.html`` lists them all.
+
 Sections (always present, so readers and tests find them; a section with nothing to show
 says why): how to read this, ranking (with the performance profiles), per problem (places,
 the intervals behind them and every column of the summary), loss curves, lr sensitivity, lr
@@ -26,6 +31,7 @@ from optimlab.lab.formatting import (
     ranking_table,
     summary_table,
 )
+from optimlab.lab.report_index import copy_latest, report_dir, write_index
 
 SECTIONS = (
     ("how-to-read", "How to read this"),
@@ -41,8 +47,16 @@ _NAMES = {"compare": "report", "trajectories": "trajectories", "tune": "tune"}
 
 
 def report_paths(out_dir: Path, kind: str) -> dict[str, Path]:
-    stem = _NAMES.get(kind, kind)
-    out_dir = Path(out_dir)
+    """The latest report of ``kind`` at the top of ``out_dir``."""
+    return _paths(Path(out_dir), _NAMES.get(kind, kind))
+
+
+def sweep_report_paths(out_dir: Path, kind: str, sweep_id: str) -> dict[str, Path]:
+    """The report of one sweep, in its own folder: ``OUT/reports/<kind>-<id>/report.html``."""
+    return _paths(report_dir(out_dir, kind, sweep_id), "report")
+
+
+def _paths(out_dir: Path, stem: str) -> dict[str, Path]:
     return {
         "html": out_dir / f"{stem}.html",
         "md": out_dir / f"{stem}.md",
@@ -196,14 +210,17 @@ class _Writer:
 
 
 def write_report(results, out_dir: Path, gif: bool | None = None) -> Path:
-    """Write the report for ``results`` into ``out_dir``; returns the HTML path.
+    """Write the report for ``results`` into its folder under ``out_dir``, copy it to the top
+    of ``out_dir`` as the latest of its kind, and update the index; returns the HTML path in
+    the sweep's own folder.
 
     ``gif``: animate trajectories (default: for ``trajectories`` sweeps only, since
     animations make the file larger and the build slower).
     """
     from optimlab.lab import plots
 
-    paths = report_paths(out_dir, results.kind)
+    out_dir = Path(out_dir)
+    paths = sweep_report_paths(out_dir, results.kind, results.sweep_id)
     if gif is None:
         gif = results.kind == "trajectories"
     w = _Writer(results, paths)
@@ -319,7 +336,15 @@ def write_report(results, out_dir: Path, gif: bool | None = None) -> Path:
     )
     atomic_write_text(paths["html"], page)
     atomic_write_text(paths["md"], f"# {title}\n\n{meta}\n\n" + "\n".join(w.md))
+    # The summary last: the index takes a folder with one as a finished report.
     atomic_write_json(paths["json"], _json_summary(results))
+
+    latest = report_paths(out_dir, results.kind)
+    copy_latest(
+        [(paths[key], latest[key]) for key in ("html", "md", "json")]
+        + [(f, latest["figures"] / f.relative_to(paths["figures"])) for f in w.files]
+    )
+    write_index(out_dir)
     return paths["html"]
 
 
@@ -349,6 +374,8 @@ def _json_summary(results) -> dict[str, Any]:
         {
             "sweep_id": results.sweep_id,
             "kind": results.kind,
+            "updated_at": results.sweep.get("updated_at"),
+            "completed_at": results.sweep.get("completed_at"),
             "plan": results.plan,
             "ranking": results.ranking(),
             "verdict": {

@@ -113,10 +113,8 @@ class Results:
     @classmethod
     def load(cls, out_dir, sweep_id: str | None = None, kind: str | None = None) -> Results:
         """Read a sweep from ``out_dir/lab.db`` (default: the most recently updated one)."""
-        db = Path(out_dir) / "lab.db"
-        if not db.exists():
-            raise LabError(f"no lab database in '{out_dir}' (run `optimlab compare` first)")
-        with Store(out_dir) as store:
+        with Store(out_dir, read_only=True) as store:
+            db = store.path
             if sweep_id is None:
                 sweeps = store.sweeps(kind)
                 if not sweeps:
@@ -421,16 +419,20 @@ class Results:
         return plots.plot_trajectories(self, problem)
 
     def write_report(self, out_dir=None) -> Path:
-        """Write the HTML report, Markdown summary and PNGs; returns the HTML path."""
+        """Write the HTML report, Markdown summary and PNGs into this sweep's folder under
+        ``out_dir`` (default: where it was loaded from); returns the HTML path."""
         from optimlab.lab.report import write_report
 
         return write_report(self, Path(out_dir) if out_dir is not None else self.out_dir)
 
     @property
     def report_path(self) -> Path | None:
-        from optimlab.lab.report import report_paths
+        """This sweep's own report (``OUT/reports/<kind>-<id>/report.html``)."""
+        from optimlab.lab.report import sweep_report_paths
 
-        return None if self.out_dir is None else report_paths(self.out_dir, self.kind)["html"]
+        if self.out_dir is None:
+            return None
+        return sweep_report_paths(self.out_dir, self.kind, self.sweep_id)["html"]
 
     # -- display -----------------------------------------------------------------------------
     def table_rows(self) -> tuple[list[str], list[list[str]]]:

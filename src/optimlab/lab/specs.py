@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -112,13 +113,31 @@ def _parse_value(spec: str, key: str, raw: str) -> Any:
         return _WORDS[raw.lower()]
     try:
         value = ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
+        if _has_complex(value):
+            raise ValueError(raw)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
         raise LabError(
             f"bad optimizer spec '{spec}': value of '{key}' is not a number, bool or tuple: {raw!r}"
         ) from None
     if isinstance(value, list):
         value = tuple(value)
+    if not _finite(value):
+        raise LabError(f"bad optimizer spec '{spec}': value of '{key}' must be finite: {raw!r}")
     return value
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (tuple, list)):
+        return all(_finite(v) for v in value)
+    return True
+
+
+def _has_complex(value: Any) -> bool:
+    if isinstance(value, (tuple, list, set, frozenset)):
+        return any(_has_complex(v) for v in value)
+    return isinstance(value, complex)
 
 
 def parse_optimizer(text: str, known: list[str] | None = None) -> OptimizerSpec:
@@ -163,7 +182,8 @@ def parse_optimizer(text: str, known: list[str] | None = None) -> OptimizerSpec:
 
 def _format(value: Any) -> str:
     if isinstance(value, tuple):
-        return "(" + ",".join(_format(v) for v in value) + ")"
+        inner = ",".join(_format(v) for v in value)
+        return f"({inner},)" if len(value) == 1 else f"({inner})"
     return repr(value) if isinstance(value, str) else str(value)
 
 
