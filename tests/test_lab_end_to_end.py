@@ -44,7 +44,7 @@ def test_compare_writes_a_report_with_every_section(compared, capsys):
     for name in (
         "loss-digits_mlp",
         "lr-sensitivity-rosenbrock",
-        "lr-finder-linear_regression",
+        "lr-find-linear_regression",
         "trajectories-rosenbrock",
     ):
         assert (compared / "figures" / f"{name}.png").stat().st_size > 1000

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,6 +31,7 @@ from optimlab.lab.limits import (
     check_lr_range,
     max_processes,
 )
+from optimlab.lab.protocol import LR_FIND_STEPS, QUICK_LR_FIND_STEPS
 from optimlab.lab.specs import split_specs
 
 
@@ -47,6 +49,18 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        help_text, default = kwargs.get("help"), kwargs.get("default")
+        # Say the default where it tells something: not for flags (off unless given), not for
+        # "no default" (None), and not twice when the help text already explains it.
+        if (
+            isinstance(help_text, str)
+            and help_text != argparse.SUPPRESS
+            and "default" not in help_text
+            and default not in (None, argparse.SUPPRESS)
+            and not isinstance(default, bool)
+        ):
+            shown = " ".join(map(str, default)) if isinstance(default, list) else default
+            kwargs["help"] = f"{help_text} (default: {shown})"
         action = super().add_argument(*args, **kwargs)
         self.options[action.dest] = action
         return action
@@ -56,8 +70,7 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    pass
+_Formatter = argparse.RawDescriptionHelpFormatter
 
 
 # -- argument helpers ------------------------------------------------------------------------
@@ -137,7 +150,13 @@ def _add_common(p: argparse.ArgumentParser, *, sweep: bool = True) -> None:
         help="JSON or TOML file with option values (keys as the long option names, "
         "e.g. budget = 8); options given on the command line win",
     )
-    p.add_argument("--threads", type=_PROCESSES, default=1, help="torch threads per worker process")
+    p.add_argument(
+        "--threads",
+        type=_PROCESSES,
+        metavar="N",
+        default=1,
+        help="torch threads per worker process",
+    )
     p.add_argument(
         "--engine",
         default="auto",
@@ -152,12 +171,14 @@ def _add_common(p: argparse.ArgumentParser, *, sweep: bool = True) -> None:
     if sweep:
         p.add_argument(
             "--workers",
+            metavar="N",
             type=_PROCESSES,
             default=None,
             help="worker processes (default: all cores; 1 runs in-process)",
         )
         p.add_argument(
             "--steps",
+            metavar="N",
             type=_int_type(1, MAX_STEPS),
             default=None,
             help="steps per run for every problem (default: each problem's own)",
@@ -221,6 +242,7 @@ def _add_compare(sub, name: str) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--budget",
+        metavar="N",
         type=_int_type(1, MAX_BUDGET),
         default=None,
         help=f"tuning trials per optimizer and problem (default {commands.DEFAULT_BUDGET}; "
@@ -228,6 +250,7 @@ def _add_compare(sub, name: str) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--seeds",
+        metavar="N",
         type=_int_type(1, MAX_SEEDS),
         default=None,
         help=f"seeds for the reruns of the best setting (default {commands.DEFAULT_SEEDS}; "
@@ -317,6 +340,7 @@ def _add_tune(sub, name: str) -> argparse.ArgumentParser:
     p.add_argument("-o", "--optimizer", required=True, help="optimizer spec")
     p.add_argument(
         "--budget",
+        metavar="N",
         type=_int_type(1, MAX_BUDGET),
         default=None,
         help=f"trials (default {commands.TUNE_BUDGET}; --quick {commands.QUICK_TUNE_BUDGET})",
@@ -327,7 +351,11 @@ def _add_tune(sub, name: str) -> argparse.ArgumentParser:
         help="what to tune besides lr: 'lr', 'all' or names such as beta1,eps",
     )
     p.add_argument(
-        "--seeds", type=_int_type(1, MAX_SEEDS), default=1, help="seeds for the best setting"
+        "--seeds",
+        type=_int_type(1, MAX_SEEDS),
+        default=1,
+        metavar="N",
+        help="seeds for the best setting",
     )
     p.add_argument(
         "--storage",
@@ -389,6 +417,7 @@ def _add_trajectories(sub, name: str) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--budget",
+        metavar="N",
         type=_int_type(1, MAX_BUDGET),
         default=None,
         help=f"learning rates tried per optimizer (default {commands.TRAJECTORY_BUDGET})",
@@ -426,8 +455,9 @@ def _add_lr_find(sub, name: str) -> argparse.ArgumentParser:
         help="learning-rate range test: sweep the lr, suggest one",
         description="Train for a few steps while the learning rate grows exponentially, "
         "smooth the loss and suggest a learning rate (Smith 2015, fastai-style). The model "
-        "and optimizer are restored afterwards. Writes OUT/figures/lr-find-PROBLEM.png and "
-        "OUT/lr-find-PROBLEM.json.",
+        "and optimizer are restored afterwards. Writes the plot and the curves to "
+        "OUT/reports/lr-find-ID/lr-find-PROBLEM.png and .json (the latest also to "
+        "OUT/figures/lr-find-PROBLEM.png and OUT/lr-find-PROBLEM.json).",
         epilog=LRFIND_EPILOG,
         formatter_class=_Formatter,
     )
@@ -442,24 +472,31 @@ def _add_lr_find(sub, name: str) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--start-lr",
+        metavar="LR",
         type=_lr_type,
         default=None,
         help="first lr (default: the problem's lowest / 10)",
     )
     p.add_argument(
         "--end-lr",
+        metavar="LR",
         type=_lr_type,
         default=None,
         help="last lr (default: the problem's highest × 10)",
     )
     p.add_argument(
         "--steps",
+        metavar="N",
         type=_int_type(5, MAX_STEPS),
         default=None,
-        help="steps of the sweep (default 100; --quick 30)",
+        help=f"steps of the sweep (default {LR_FIND_STEPS}; --quick {QUICK_LR_FIND_STEPS})",
     )
     p.add_argument(
-        "--seed", type=_int_type(0, MAX_SEED), default=0, help="seed of the problem instance"
+        "--seed",
+        type=_int_type(0, MAX_SEED),
+        default=0,
+        metavar="N",
+        help="seed of the problem instance",
     )
     p.add_argument(
         "--suggest", choices=SUGGESTIONS, default="valley", help="rule that picks the suggested lr"
@@ -530,6 +567,7 @@ def _run_report(args) -> int:
     )
     if results.summaries():
         console.print_summary(results)
+    console.print_banners(results)
     console.print_report_path(results)
     return 0
 
@@ -543,7 +581,13 @@ def _add_list(sub, name: str) -> argparse.ArgumentParser:
         epilog="examples:\n  optimlab list\n  optimlab list optimizers\n",
         formatter_class=_Formatter,
     )
-    p.add_argument("what", nargs="?", choices=("all", "optimizers", "problems"), default="all")
+    p.add_argument(
+        "what",
+        nargs="?",
+        choices=("all", "optimizers", "problems"),
+        default="all",
+        help="what to list",
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks instead of one line")
     p.set_defaults(func=_run_list, config=None)
     return p
@@ -606,7 +650,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+#: Commands that can take a while: they end by saying how long they took.
+TIMED = ("compare", "tune", "trajectories", "lr-find", "report")
+
+
 def _main(argv: list[str]) -> int:
+    started = time.perf_counter()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -618,7 +667,10 @@ def _main(argv: list[str]) -> int:
             from optimlab.lab.config_file import apply_config
 
             args = apply_config(parser, parser.commands[args.command], args.config, argv)
-        return args.func(args)
+        code = args.func(args)
+        if code == 0 and args.command in TIMED and not getattr(args, "list", False):
+            console.print_elapsed(time.perf_counter() - started)
+        return code
     except LabError as exc:
         if debug:
             raise

@@ -6,6 +6,7 @@ rich is imported here only, when the CLI (or ``progress=True``) asks for it.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,10 @@ def stdout_console():
     from rich.console import Console
 
     console = Console()
-    if not console.is_terminal:
+    if not console.is_terminal and not os.environ.get("COLUMNS", "").strip().isdigit():
         # Logs and pipes have no width; rich would assume 80 columns and fold every cell.
-        console = Console(width=max(console.width, 160))
+        # A width the user gives in COLUMNS wins (rich reads it itself).
+        console = Console(width=160)
     return console
 
 
@@ -127,12 +129,28 @@ def print_outcome(results, out_dir, *, report: bool, tensorboard: bool, console=
     """After a sweep: its tables, then where the report, the event files and the runs are."""
     if results.summaries():
         print_summary(results, console)
+    print_banners(results)
     if report:
         print_report_path(results)
     if tensorboard:
         print(f"TensorBoard: tensorboard --logdir {(Path(out_dir) / 'tensorboard').resolve()}")
     db = (Path(out_dir) / "lab.db").resolve()
     print(f"Runs stored in {db} (sweep {results.sweep_id[:12]})")
+
+
+def print_banners(results) -> None:
+    """The report's warnings (a partial sweep, a smoke run), one line each."""
+    from optimlab.lab.report import banner_lines
+
+    for head, text in banner_lines(results):
+        print(f"{head} {text}")
+
+
+def print_elapsed(seconds: float) -> None:
+    """The command's wall time, as its last line."""
+    from optimlab.lab.formatting import duration
+
+    print(f"Finished in {duration(seconds)}.")
 
 
 def print_report_path(results) -> None:
@@ -145,8 +163,10 @@ def print_report_path(results) -> None:
 
 def print_best_settings(results) -> None:
     """``tune``'s answer: the best hyperparameters of each cell, one line each."""
+    from optimlab.lab.formatting import hparams_text
+
     for cell in results.summaries():
-        params = ", ".join(f"{k}={v}" for k, v in sorted(cell.hparams.items()))
+        params = hparams_text(cell.hparams, skip=(), sep=", ")
         print(f"Best for {cell.optimizer} on {cell.problem}: {params}")
 
 
@@ -202,6 +222,7 @@ def print_optimizers(console=None) -> None:
     """``optimlab list optimizers``: registry names, then the lab's presets."""
     from rich.table import Table
 
+    from optimlab.lab.optimizers import describe_optimizer
     from optimlab.lab.specs import PRESETS, registry_names
 
     console = console or stdout_console()
@@ -209,9 +230,9 @@ def print_optimizers(console=None) -> None:
         title="optimizers (use as -o NAME or -o NAME:key=value,...)", title_justify="left"
     )
     table.add_column("name")
-    table.add_column("what")
+    table.add_column("what", overflow="fold")
     for name in registry_names():
-        table.add_row(name, "optimlab registry")
+        table.add_row(name, describe_optimizer(name))
     for name, (base, hparams, desc) in PRESETS.items():
         settings = ", ".join(f"{k}={v}" for k, v in hparams.items())
         table.add_row(name, f"preset: {desc} ({base} {settings})")

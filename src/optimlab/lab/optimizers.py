@@ -8,6 +8,8 @@ module checks them by building each once (:func:`parse_optimizers`).
 
 from __future__ import annotations
 
+import inspect
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -15,6 +17,26 @@ import torch
 
 from optimlab.lab.errors import LabError
 from optimlab.lab.specs import OptimizerSpec, parse_optimizer, registry_names
+
+
+def describe_optimizer(name: str) -> str:
+    """One line about a registry optimizer: the first sentence of its class docstring (which
+    names the method and its paper), with the reStructuredText markup removed."""
+    from optimlab import get_optimizer_class
+
+    doc = inspect.getdoc(get_optimizer_class(name)) or ""
+    paragraph = " ".join(doc.split("\n\n")[0].split())
+    depth, end = 0, len(paragraph)
+    for i, char in enumerate(paragraph):
+        depth += char in "([{"
+        depth -= char in ")]}"
+        # A sentence ends at ". " outside parentheses ("Alg. 2" inside them does not count).
+        if char == "." and depth == 0 and paragraph[i + 1 : i + 2] in (" ", ""):
+            end = i + 1
+            break
+    sentence = paragraph[:end]
+    sentence = re.sub(r":\w+:`~?([^`]+)`", r"\1", sentence)  # :class:`Adam` -> Adam
+    return sentence.replace("``", "")
 
 
 def build_optimizer(

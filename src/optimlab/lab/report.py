@@ -153,6 +153,7 @@ td{white-space:nowrap}td.wrap{white-space:normal;min-width:14em}
 th{background:#f3f3f3}tr:nth-child(even) td{background:#fafafa}
 img{max-width:100%;height:auto;border:1px solid #eee;margin:.4em 0}
 .meta{color:#666;font-size:.85em}.note{color:#666;font-style:italic}
+.banner{background:#fff4d6;border-left:4px solid #e0a800;padding:.5em .8em}
 nav a{margin-right:1em}
 """
 
@@ -298,7 +299,7 @@ def write_report(results, out_dir: Path, gif: bool | None = None) -> Path:
             w.sub(problem)
             w.figure(
                 plots.plot_lr_finder(items, title=problem),
-                f"lr-finder-{problem}",
+                f"lr-find-{problem}",
                 f"lr range test on {problem}",
             )
             rows = [
@@ -327,25 +328,61 @@ def write_report(results, out_dir: Path, gif: bool | None = None) -> Path:
         w.note("No 2-D function in this sweep (see `optimlab trajectories`).")
 
     meta = _meta(results)
+    banners = banner_lines(results)
     nav = " ".join(f'<a href="#{a}">{html.escape(t)}</a>' for a, t in SECTIONS)
     page = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
         f'<h1>{html.escape(title)}</h1><p class="meta">{html.escape(meta)}</p>'
-        f"<nav>{nav}</nav>" + "\n".join(w.html) + "</body></html>\n"
+        + "".join(
+            f'<p class="banner"><b>{html.escape(head)}</b> {html.escape(text)}</p>'
+            for head, text in banners
+        )
+        + f"<nav>{nav}</nav>"
+        + "\n".join(w.html)
+        + "</body></html>\n"
     )
+    md_head = f"# {title}\n\n{meta}\n\n" + "".join(f"> **{h}** {t}\n\n" for h, t in banners)
+    markdown = md_head + "\n".join(w.md)
     atomic_write_text(paths["html"], page)
-    atomic_write_text(paths["md"], f"# {title}\n\n{meta}\n\n" + "\n".join(w.md))
+    atomic_write_text(paths["md"], markdown)
     # The summary last: the index takes a folder with one as a finished report.
     atomic_write_json(paths["json"], _json_summary(results))
 
     latest = report_paths(out_dir, results.kind)
     copy_latest(
-        [(paths[key], latest[key]) for key in ("html", "md", "json")]
+        [(paths[key], latest[key]) for key in ("html", "json")]
         + [(f, latest["figures"] / f.relative_to(paths["figures"])) for f in w.files]
     )
+    # The top-level Markdown points at this sweep's own figures: the top-level figures/ holds
+    # the latest figure of each name, which another command may have written since.
+    own = paths["md"].parent.relative_to(out_dir).as_posix()
+    atomic_write_text(latest["md"], markdown.replace("](figures/", f"]({own}/figures/"))
     write_index(out_dir)
     return paths["html"]
+
+
+def banner_lines(results) -> list[tuple[str, str]]:
+    """What a reader must know before any number: a sweep that did not finish, a smoke run."""
+    banners = []
+    if not results.sweep.get("completed_at"):
+        banners.append(
+            (
+                "Partial results.",
+                "This sweep did not finish: it was interrupted, or is still running. The "
+                f"tables show the {len({r['run_id'] for r in results.runs})} runs stored so "
+                "far; run the same command again to complete it.",
+            )
+        )
+    if results.plan.get("quick"):
+        banners.append(
+            (
+                "Smoke run (--quick).",
+                "Tiny budgets, enough to exercise every part of the lab: these numbers say "
+                "nothing about the optimizers.",
+            )
+        )
+    return banners
 
 
 def plots_num(value) -> str:
