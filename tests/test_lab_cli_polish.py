@@ -15,6 +15,13 @@ from optimlab.lab.cli import COMMANDS, build_parser, main
 from optimlab.lab.formatting import duration, hparam, hparams_text
 from optimlab.lab.optimizers import describe_optimizer
 
+
+@pytest.fixture(autouse=True)
+def _tables_at_their_default_width(monkeypatch):
+    # Tables follow COLUMNS when it is set, and pytest-xdist's workers inherit COLUMNS=80.
+    monkeypatch.delenv("COLUMNS", raising=False)
+
+
 TINY = ["-p", "ill_conditioned", "-o", "sgd", "--budget", "1", "--seeds", "1", "--steps", "5"]
 TINY += ["--no-lr-find", "--workers", "1", "--no-progress"]
 

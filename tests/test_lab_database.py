@@ -17,6 +17,14 @@ from optimlab.lab.store import APPLICATION_ID, SCHEMA_VERSION
 
 #: Every command that opens OUT/lab.db, with arguments small enough to finish in a second.
 TINY = ["-p", "ill_conditioned", "-o", "sgd", "--budget", "1", "--seeds", "1", "--steps", "5"]
+
+
+@pytest.fixture(autouse=True)
+def _tables_at_their_default_width(monkeypatch):
+    # Tables follow COLUMNS when it is set, and pytest-xdist's workers inherit COLUMNS=80.
+    monkeypatch.delenv("COLUMNS", raising=False)
+
+
 COMMANDS = {
     "compare": ["compare", *TINY, "--no-lr-find", "--workers", "1", "--no-progress"],
     "tune": ["tune", "-p", "ill_conditioned", "-o", "sgd", "--budget", "1", "--steps", "5"],
@@ -167,7 +175,8 @@ def test_report_list_works_in_a_read_only_directory(lab_db):
         (out / "lab.db").chmod(0o644)
         before = _digest(out / "lab.db")
         prefix = _as_reader_only(out)
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "HOME": str(parent)}
+        env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+        env.update(OMP_NUM_THREADS="1", HOME=str(parent))
         cmd = [*prefix, sys.executable, "-m", "optimlab", "report", "--out", str(out)]
         listed = subprocess.run(
             [*cmd, "--list"], capture_output=True, text=True, env=env, timeout=120

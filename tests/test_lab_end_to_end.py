@@ -12,6 +12,13 @@ from optimlab.lab.report import SECTIONS
 
 pytestmark = pytest.mark.slow
 
+
+@pytest.fixture(autouse=True)
+def _tables_at_their_default_width(monkeypatch):
+    # Tables follow COLUMNS when it is set, and pytest-xdist's workers inherit COLUMNS=80.
+    monkeypatch.delenv("COLUMNS", raising=False)
+
+
 QUICK = ["--quick", "--workers", "1", "--no-progress"]
 #: the comparison the report tests share (and the rerun repeats)
 COMPARED = ["compare", "-p", "digits_mlp", "linear_regression", "rosenbrock"]

@@ -269,6 +269,7 @@ def range_tests(
 ) -> RangeTests:
     """:func:`find_lr`, returning also where its files went (what the CLI prints)."""
     from optimlab.lab.files import atomic_write_bytes, atomic_write_json
+    from optimlab.lab.fingerprint import problem_fingerprint
     from optimlab.lab.identity import config_hash, now
     from optimlab.lab.lr_finder import (
         SUGGESTIONS,
@@ -298,6 +299,7 @@ def range_tests(
     n_steps = check_int("steps of a range test", n_steps, 5, MAX_STEPS)
     out = ensure_writable_dir(out_dir)
 
+    fingerprint = problem_fingerprint(key, prob)
     found: list[tuple[str, LRFinderResult]] = []
     configs = []
     with Store(out) as store:
@@ -312,6 +314,7 @@ def range_tests(
                 seed=seed,
                 suggest=suggest,
                 engine=engine,
+                fingerprint=fingerprint,
             )
             configs.append(config)
             record = store.get_lr_find(config_hash(config))

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from optimlab.lab.errors import LabError, RunFailed
+from optimlab.lab.fingerprint import problem_fingerprint
 from optimlab.lab.identity import config_hash
 from optimlab.lab.limits import (
     MAX_BUDGET,
@@ -201,6 +202,10 @@ def plan_sweep(
         "quick": bool(quick),
         "protocol": PROTOCOL_VERSION,
     }
+    fingerprints = {key: problem_fingerprint(key, p) for key, p in resolved}
+    if any(fingerprints.values()):
+        # Only user problems have one: plans of built-in problems keep their ids.
+        plan["fingerprints"] = {key: fp for key, fp in fingerprints.items() if fp}
     return SweepPlan(plan, config_hash(plan), resolved, specs)
 
 
@@ -312,6 +317,7 @@ class _Scheduler:
             seed=seed,
             engine=self.plan["engine"],
             evals=self.plan["evals"],
+            fingerprint=self.plan.get("fingerprints", {}).get(cell.key),
         )
         links = [cell.links(self.sweep_id, role)]
         self.queue.append(Task(config_hash(config), "run", config, links, [on_done]))
@@ -351,6 +357,7 @@ class _Scheduler:
             steps=min(self.plan["lr_find_steps"], max(cell.steps, 5)),
             seed=self.plan["seeds"][0],
             engine=self.plan["engine"],
+            fingerprint=self.plan.get("fingerprints", {}).get(cell.key),
         )
         links = [cell.links(self.sweep_id, "lr_find")]
         self.queue.append(Task(config_hash(config), "lr_find", config, links, []))

@@ -374,6 +374,15 @@ def banner_lines(results) -> list[tuple[str, str]]:
                 "far; run the same command again to complete it.",
             )
         )
+    for key, count in results.replaced.items():
+        banners.append(
+            (
+                "Problem changed.",
+                f"'{key}' is not the version behind {count} other run(s) stored in this "
+                "lab.db (its source, data or initial model differ): those were not reused, "
+                "and every number here comes from the version run now.",
+            )
+        )
     if results.plan.get("quick"):
         banners.append(
             (

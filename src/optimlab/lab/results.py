@@ -98,7 +98,14 @@ class CellSummary:
 class Results:
     """The runs of one sweep and everything derived from them."""
 
-    def __init__(self, sweep: dict[str, Any], runs: list[dict], lr_finds: list[dict], out_dir):
+    def __init__(
+        self,
+        sweep: dict[str, Any],
+        runs: list[dict],
+        lr_finds: list[dict],
+        out_dir,
+        replaced: dict[str, int] | None = None,
+    ):
         self.sweep = sweep
         self.sweep_id: str = sweep["sweep_id"]
         self.kind: str = sweep["kind"]
@@ -106,6 +113,9 @@ class Results:
         self.runs = runs
         self.lr_finds = lr_finds
         self.out_dir = Path(out_dir) if out_dir is not None else None
+        #: user problem key -> how many stored runs were made from another version of it
+        #: (another source, data or initial model) and so were not used here.
+        self.replaced: dict[str, int] = dict(replaced or {})
         self._problems: dict[str, Any] = {}
         self._summaries: list[CellSummary] | None = None
 
@@ -128,7 +138,12 @@ class Results:
                     )
             runs = store.sweep_runs(sweep["sweep_id"])
             finds = store.sweep_lr_finds(sweep["sweep_id"])
-        return cls(sweep, runs, finds, out_dir)
+            replaced = {}
+            for key, fingerprint in sweep["config"].get("fingerprints", {}).items():
+                others = [fp for fp in store.problem_fingerprints(key) if fp != fingerprint]
+                if others:
+                    replaced[key] = len(others)
+        return cls(sweep, runs, finds, out_dir, replaced)
 
     # -- structure ---------------------------------------------------------------------------
     @property

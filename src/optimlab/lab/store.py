@@ -343,6 +343,13 @@ class Store:
             self._link(conn, record["run_id"], "run", links)
 
     @_guarded
+    def problem_fingerprints(self, problem: str) -> list[dict[str, str] | None]:
+        """The problem fingerprint of every stored run of ``problem`` (a problem key), ``None``
+        for runs made without one."""
+        rows = self._conn.execute("SELECT config FROM runs WHERE problem = ?", (problem,))
+        return [_decode(row, ("config",))["config"].get("problem_fingerprint") for row in rows]
+
+    @_guarded
     def count_runs(self) -> int:
         return self._conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
 
