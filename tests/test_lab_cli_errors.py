@@ -67,6 +67,13 @@ def test_unwritable_output_directory(capsys, tmp_path):
     assert "cannot write to output directory" in err and err.count("\n") == 1
 
 
+def test_an_empty_output_directory_name(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, err = _run(capsys, "compare", "-p", "rosenbrock", "--out", "")
+    assert code == 2 and "the output directory is an empty string" in err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_report_without_a_database(capsys, tmp_path):
     code, err = _run(capsys, "report", "--out", str(tmp_path))
     assert code == 2 and "no lab database" in err

@@ -507,7 +507,7 @@ def _add_lr_find(sub, name: str) -> argparse.ArgumentParser:
 
 
 def _run_lr_find(args) -> int:
-    outcome = commands.range_tests(
+    outcome = commands.find_lr(
         args.problem,
         split_specs(args.optimizers),
         start_lr=args.start_lr,

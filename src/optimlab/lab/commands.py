@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -203,14 +202,15 @@ def trajectories(
     )
 
 
-@dataclass
-class RangeTests:
-    """What ``optimlab lr-find`` did: the problem's name, ``[(label, LRFinderResult)]`` and the
-    files it wrote in its own folder (``png`` and ``json``; none when nothing was written)."""
+class RangeTests(list):
+    """``[(label, LRFinderResult)]``, one per optimizer, as :func:`find_lr` returns it, with
+    the problem's ``name`` and the ``files`` written in the call's own folder (``png`` and
+    ``json``; empty when nothing was written)."""
 
-    problem: str
-    found: list[tuple[str, Any]]
-    files: dict[str, Path] = field(default_factory=dict)
+    def __init__(self, found, name: str, files: dict[str, Path] | None = None) -> None:
+        super().__init__(found)
+        self.name = name
+        self.files = dict(files or {})
 
 
 def find_lr(
@@ -227,8 +227,9 @@ def find_lr(
     threads: int | None = 1,
     engine: str = "auto",
     write: bool = True,
-) -> list[tuple[str, Any]]:
-    """Range-test each optimizer on a problem; returns ``[(label, LRFinderResult)]``.
+) -> RangeTests:
+    """Range-test each optimizer on a problem; returns ``[(label, LRFinderResult)]`` (a
+    :class:`RangeTests`, which also says where its files went).
 
     The default sweep runs from a tenth of the problem's ``default_lr_range`` low end to ten
     times its high end. Results are stored in ``lab.db`` (a repeated call is answered from
@@ -236,38 +237,6 @@ def find_lr(
     ``lr-find-<problem>.json``, in the call's own folder ``reports/lr-find-<id>/`` and, as the
     latest, at ``figures/lr-find-<problem>.png`` and ``lr-find-<problem>.json``.
     """
-    return range_tests(
-        problem,
-        optimizers,
-        start_lr=start_lr,
-        end_lr=end_lr,
-        steps=steps,
-        seed=seed,
-        suggest=suggest,
-        quick=quick,
-        out_dir=out_dir,
-        threads=threads,
-        engine=engine,
-        write=write,
-    ).found
-
-
-def range_tests(
-    problem: str,
-    optimizers: Sequence[str] = ("adam",),
-    *,
-    start_lr: float | None = None,
-    end_lr: float | None = None,
-    steps: int | None = None,
-    seed: int = 0,
-    suggest: str = "valley",
-    quick: bool = False,
-    out_dir: str | os.PathLike = DEFAULT_OUT,
-    threads: int | None = 1,
-    engine: str = "auto",
-    write: bool = True,
-) -> RangeTests:
-    """:func:`find_lr`, returning also where its files went (what the CLI prints)."""
     from optimlab.lab.files import atomic_write_bytes, atomic_write_json
     from optimlab.lab.fingerprint import problem_fingerprint
     from optimlab.lab.identity import config_hash, now
@@ -322,7 +291,7 @@ def range_tests(
                 record = execute_lr_find(config, threads)
                 store.put_lr_find(record)
             found.append((spec.label, LRFinderResult.from_json(record["result"])))
-    outcome = RangeTests(prob.name, found)
+    outcome = RangeTests(found, prob.name)
     if not write:
         return outcome
 

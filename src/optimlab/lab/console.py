@@ -176,10 +176,10 @@ def print_lr_find(outcome) -> None:
 
     from optimlab.lab.formatting import num
 
-    table = Table(title=f"lr range test on {outcome.problem}", title_justify="left")
+    table = Table(title=f"lr range test on {outcome.name}", title_justify="left")
     for name in ("optimizer", "suggested lr", "rule", "how", "points", "stopped early"):
         table.add_column(name)
-    for label, res in outcome.found:
+    for label, res in outcome:
         table.add_row(
             label,
             num(res.suggestion, 3),

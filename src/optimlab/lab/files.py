@@ -87,6 +87,9 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     Checking up front turns a failure deep inside a sweep (after minutes of work) into an
     immediate, clear message.
     """
+    if not str(path).strip():
+        # `--out "$OUT"` with OUT unset: writing into the current directory is a surprise.
+        raise LabError("the output directory is an empty string (give --out DIR)")
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
