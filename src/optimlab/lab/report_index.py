@@ -121,8 +121,8 @@ def write_index(out_dir: str | os.PathLike) -> Path:
             '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f"<title>optimlab: reports in {html.escape(out_dir.name)}</title>"
             f"<style>{_CSS}</style></head><body><h1>optimlab: reports</h1>"
-            f'<p class="meta">Every report written into {html.escape(str(out_dir))}, newest '
-            "first. Each folder holds one command's report; report.html at the top is the "
+            f'<p class="meta">Every report written into {html.escape(str(out_dir.resolve()))}, '
+            "newest first. Each folder holds one command's report; report.html at the top is the "
             "latest comparison.</p>"
             f"<table><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>"
             "</body></html>\n"
