@@ -7,7 +7,7 @@ Python API (the CLI ``optimlab`` is a thin layer over it)::
                       budget=6, seeds=3, out_dir="optimlab-out")
     results.to_records()          # one dict per problem × optimizer
     results.plot_loss_curves("digits_mlp")
-    results.write_report()        # optimlab-out/report.html
+    results.write_report()        # optimlab-out/reports/compare-<sweep>/report.html
 
 Names are imported lazily so ``import optimlab.lab`` stays cheap (no matplotlib, optuna,
 rich or tensorboard until they are needed).
