@@ -70,12 +70,20 @@ def validate_spec(spec: OptimizerSpec) -> None:
     """Build the optimizer on a throwaway parameter and take one step, so mistakes (a bad
     value, or one of the wrong type that only the update would trip over) show before any run.
     """
-    dummy = torch.zeros(2, requires_grad=True)
+    # A matrix, so that optimizers made for weight matrices (orthogonalising, factored
+    # second moments) take their step too; a closure, for those that re-evaluate the loss.
+    dummy = torch.ones(2, 2, requires_grad=True)
     lr = spec.fixed_lr if spec.fixed_lr is not None else 1e-3
     optimizer = build_optimizer(spec, [dummy], lr=lr)
-    dummy.grad = torch.ones_like(dummy)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = (dummy**2).sum()
+        loss.backward()
+        return loss
+
     try:
-        optimizer.step()
+        optimizer.step(closure)
     except (TypeError, ValueError, RuntimeError) as exc:
         raise LabError(f"bad hyperparameter for optimizer '{spec.label}': {exc}") from None
 
