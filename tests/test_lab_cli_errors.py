@@ -43,7 +43,7 @@ def test_bad_names_and_values(capsys, tmp_path, argv, expected):
     [
         ("{not json", "bad.json", "bad config file"),
         (json.dumps({"budgett": 3}), "typo.json", "unknown option 'budgett'"),
-        (json.dumps({"budget": "many"}), "type.json", "expected a positive integer"),
+        (json.dumps({"budget": "many"}), "type.json", "expected an integer from 1 to"),
         (json.dumps({"search": "random"}), "choice.json", "must be one of"),
         ("budget = [", "bad.toml", "bad config file"),
         (None, "missing.json", "cannot read config file"),
@@ -65,6 +65,13 @@ def test_unwritable_output_directory(capsys, tmp_path):
     code, err = _run(capsys, "compare", "--quick", "--out", str(blocker / "out"))
     assert code == 2
     assert "cannot write to output directory" in err and err.count("\n") == 1
+
+
+def test_an_empty_output_directory_name(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, err = _run(capsys, "compare", "-p", "rosenbrock", "--out", "")
+    assert code == 2 and "the output directory is an empty string" in err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_report_without_a_database(capsys, tmp_path):
@@ -146,3 +153,132 @@ def test_a_failing_run_exits_1_with_one_line_and_keeps_the_store(capsys, tmp_pat
     assert "failed: RuntimeError: the data loader broke" in err and "--debug" in err
     assert err.count("\n") == 1
     assert (tmp_path / "out" / "lab.db").exists()
+
+
+def _exit_code(capsys, *argv):
+    """Run the CLI in-process; a usage error from argparse counts like any other status."""
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        # each of these was a traceback (MemoryError, OverflowError, a segfault for threads)
+        (["compare", "--seeds", "100000000000"], "--seeds: expected an integer from 1 to 1000"),
+        (["compare", "--budget", "100000000000"], "--budget: expected an integer from 1 to"),
+        (["lr-find", "-p", "rosenbrock", "--seed", "18446744073709551617"], "from 0 to"),
+        (["lr-find", "-p", "rosenbrock", "--seed", "-1"], "--seed: expected an integer"),
+        (["compare", "--threads", "100000"], "--threads: expected an integer from 1 to"),
+        (["compare", "--workers", "100000"], "per core"),
+        (["compare", "--steps", "9" * 5000], "--steps: expected an integer"),
+        (["compare", "--lr-range", "1,inf"], "--lr-range: need 0 < LOW < HIGH, both finite"),
+        (["lr-find", "-p", "rosenbrock", "--end-lr", "inf"], "--end-lr: expected a positive"),
+        (["lr-find", "-p", "rosenbrock", "--start-lr", "nan"], "--start-lr: expected a"),
+    ],
+)
+def test_out_of_range_numbers(capsys, tmp_path, argv, expected):
+    code, err = _exit_code(capsys, *argv, "--out", str(tmp_path / "out"))
+    assert code == 2
+    assert expected in err
+    assert err.count("\n") == 1 and "Traceback" not in err and len(err) < 400
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("adam:lr=1e400", "value of 'lr' must be finite"),
+        ("adam:eps=-1e999", "value of 'eps' must be finite"),
+        ("sgd:nesterov=1j", "is not a number, bool or tuple"),
+        ("adam:betas=(0.9,)", "bad hyperparameter for optimizer 'adam:betas=(0.9,)'"),
+        ("sgd:momentum=(0.9,0.9)", "bad hyperparameter for optimizer"),
+    ],
+)
+def test_bad_hyperparameter_values(capsys, tmp_path, spec, expected):
+    code, err = _run(capsys, "compare", "-p", "rosenbrock", "-o", spec, "--out", str(tmp_path))
+    assert code == 2
+    assert expected in err and err.count("\n") == 1
+
+
+def test_python_api_checks_the_same_limits(tmp_path):
+    from optimlab.lab import LabError, compare, find_lr
+
+    with pytest.raises(LabError, match="seed must be an integer from 0 to"):
+        compare(["rosenbrock"], ["sgd"], seeds=[2**64], out_dir=tmp_path)
+    with pytest.raises(LabError, match="seeds must be an integer from 1 to 1000"):
+        compare(["rosenbrock"], ["sgd"], seeds=10**11, out_dir=tmp_path)
+    with pytest.raises(LabError, match="high end"):
+        compare(["rosenbrock"], ["sgd"], lr_range=(1e-3, float("inf")), out_dir=tmp_path)
+    with pytest.raises(LabError, match="seed must be an integer"):
+        find_lr("rosenbrock", ["sgd"], seed=2**64 + 1, out_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b'{"budget": 3, "problems": ["\xff\xfe"]}', "not UTF-8 text (byte 0xff at offset 28)"),
+        (b'{"out": 5}', "option 'out' takes text, got int 5"),
+        (b'{"problems": [{"a": 1}]}', "option 'problems' takes text"),
+        (b'{"seeds": 100000000000}', "option 'seeds': expected an integer from 1 to 1000"),
+        (b'{"workers": 0}', "option 'workers': expected an integer from 1 to"),
+        (b" " * (1 << 20) + b"{}", "larger than 1 MiB"),
+    ],
+)
+def test_bad_config_file_contents(capsys, tmp_path, content, expected):
+    path = tmp_path / "lab.json"
+    path.write_bytes(content)
+    code, err = _run(capsys, "compare", "--config", str(path), "--out", str(tmp_path / "o"))
+    assert code == 2
+    assert expected in err and err.count("\n") == 1
+
+
+FACTORIES = """
+class SomeClass:
+    def __init__(self, seed):
+        self.seed = seed
+
+
+def raises():
+    raise RuntimeError("the factory broke")
+
+
+def exits():
+    raise SystemExit(0)
+"""
+
+
+@pytest.mark.parametrize(
+    ("attr", "expected"),
+    [
+        ("SomeClass", "TypeError: SomeClass.__init__() missing 1 required positional argument"),
+        ("raises", "RuntimeError: the factory broke"),
+        ("exits", "SystemExit"),
+    ],
+)
+def test_a_problem_factory_that_fails(capsys, tmp_path, attr, expected):
+    (tmp_path / "factories.py").write_text(FACTORIES)
+    spec = f"{tmp_path / 'factories.py'}:{attr}"
+    code, err = _run(capsys, "compare", "-p", spec, "--out", str(tmp_path / "o"))
+    assert code == 2
+    assert f"problem '{spec}' could not be loaded: {expected}" in err
+    assert "--debug" in err and err.count("\n") == 1
+
+
+def test_a_problem_module_that_does_not_parse(capsys, tmp_path, monkeypatch):
+    (tmp_path / "broken_syntax.py").write_text("def f(:\n")
+    monkeypatch.chdir(tmp_path)
+    code, err = _run(capsys, "lr-find", "-p", "broken_syntax:f", "--out", str(tmp_path / "o"))
+    assert code == 2
+    assert "could not be loaded: SyntaxError: invalid syntax (broken_syntax.py, line 1)" in err
+
+
+def test_debug_shows_the_problem_factorys_own_traceback(tmp_path):
+    (tmp_path / "factories.py").write_text(FACTORIES)
+    spec = f"{tmp_path / 'factories.py'}:raises"
+    with pytest.raises(Exception) as info:
+        main(["compare", "-p", spec, "--out", str(tmp_path / "o"), "--debug"])
+    assert isinstance(info.value.__cause__, RuntimeError)

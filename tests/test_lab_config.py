@@ -18,7 +18,7 @@ def _parse(tmp_path, *extra):
     path.write_text(TOML)
     argv = ["compare", "--config", str(path), *extra]
     parser = build_parser()
-    sub = parser._subparsers._group_actions[0].choices["compare"]
+    sub = parser.commands["compare"]
     return apply_config(parser, sub, str(path), argv)
 
 

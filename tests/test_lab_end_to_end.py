@@ -12,6 +12,13 @@ from optimlab.lab.report import SECTIONS
 
 pytestmark = pytest.mark.slow
 
+
+@pytest.fixture(autouse=True)
+def _tables_at_their_default_width(monkeypatch):
+    # Tables follow COLUMNS when it is set, and pytest-xdist's workers inherit COLUMNS=80.
+    monkeypatch.delenv("COLUMNS", raising=False)
+
+
 QUICK = ["--quick", "--workers", "1", "--no-progress"]
 #: the comparison the report tests share (and the rerun repeats)
 COMPARED = ["compare", "-p", "digits_mlp", "linear_regression", "rosenbrock"]
@@ -44,7 +51,7 @@ def test_compare_writes_a_report_with_every_section(compared, capsys):
     for name in (
         "loss-digits_mlp",
         "lr-sensitivity-rosenbrock",
-        "lr-finder-linear_regression",
+        "lr-find-linear_regression",
         "trajectories-rosenbrock",
     ):
         assert (compared / "figures" / f"{name}.png").stat().st_size > 1000

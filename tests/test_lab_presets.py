@@ -3,10 +3,9 @@
 import pytest
 import torch
 
-from optimlab.lab.cli import split_specs
 from optimlab.lab.errors import LabError
 from optimlab.lab.optimizers import build_optimizer, parse_optimizers, state_bytes_per_param
-from optimlab.lab.presets import parse_optimizer
+from optimlab.lab.specs import parse_optimizer, split_specs
 
 
 def test_registry_name_and_presets():

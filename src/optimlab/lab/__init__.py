@@ -7,7 +7,7 @@ Python API (the CLI ``optimlab`` is a thin layer over it)::
                       budget=6, seeds=3, out_dir="optimlab-out")
     results.to_records()          # one dict per problem × optimizer
     results.plot_loss_curves("digits_mlp")
-    results.write_report()        # optimlab-out/report.html
+    results.write_report()        # optimlab-out/reports/compare-<sweep>/report.html
 
 Names are imported lazily so ``import optimlab.lab`` stays cheap (no matplotlib, optuna,
 rich or tensorboard until they are needed).
@@ -19,20 +19,23 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "compare": "optimlab.lab.protocol",
-    "DEFAULT_PROBLEMS": "optimlab.lab.protocol",
-    "DEFAULT_OPTIMIZERS": "optimlab.lab.protocol",
-    "RunFailed": "optimlab.lab.protocol",
+    "compare": "optimlab.lab.commands",
     "tune": "optimlab.lab.commands",
     "trajectories": "optimlab.lab.commands",
     "find_lr": "optimlab.lab.commands",
+    "rebuild_report": "optimlab.lab.commands",
+    "list_sweeps": "optimlab.lab.commands",
+    "DEFAULT_PROBLEMS": "optimlab.lab.commands",
+    "DEFAULT_OPTIMIZERS": "optimlab.lab.commands",
+    "DEFAULT_OUT": "optimlab.lab.commands",
+    "RunFailed": "optimlab.lab.errors",
+    "LabError": "optimlab.lab.errors",
     "Results": "optimlab.lab.results",
     "lr_find": "optimlab.lab.lr_finder",
     "LRFinderResult": "optimlab.lab.lr_finder",
-    "LabError": "optimlab.lab.errors",
     "Store": "optimlab.lab.store",
     "build_optimizer": "optimlab.lab.optimizers",
-    "parse_optimizer": "optimlab.lab.presets",
+    "parse_optimizer": "optimlab.lab.specs",
     "write_report": "optimlab.lab.report",
 }
 

@@ -1,87 +1,85 @@
 """``optimlab``: the lab's command line (also ``python -m optimlab``).
 
 A thin layer over the Python API: it parses arguments (and an optional JSON/TOML config
-file), calls :func:`optimlab.lab.compare` and friends, prints a summary table and says where
-the report is. Mistakes in what was asked for (names, values, files, directories) print one
-line on stderr and exit with status 2, never a traceback.
+file, :mod:`optimlab.lab.config_file`), calls the functions of :mod:`optimlab.lab.commands`
+and hands what they return to :mod:`optimlab.lab.console` to show. Mistakes in what was asked
+for (names, values, files, directories) print one line on stderr and exit with status 2,
+never a traceback.
 
-Adding a subcommand (``bench`` is planned): write ``_add_<name>(subparsers)`` that registers
-its parser with ``func=<handler>``, and list it in :data:`COMMANDS`.
+Adding a subcommand (``bench`` is planned): write ``_add_<name>(subparsers, name)`` that
+registers its parser with ``func=<handler>`` and returns it, and list it in :data:`COMMANDS`.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
-from optimlab.lab.errors import LabError
-
-DEFAULT_OUT = "optimlab-out"
+from optimlab.lab import commands, console
+from optimlab.lab.errors import LabError, RunFailed
+from optimlab.lab.limits import (
+    MAX_BUDGET,
+    MAX_SEED,
+    MAX_SEEDS,
+    MAX_STEPS,
+    PER_CORE,
+    check_lr,
+    check_lr_range,
+    max_processes,
+)
+from optimlab.lab.protocol import LR_FIND_STEPS, QUICK_LR_FIND_STEPS
+from optimlab.lab.specs import split_specs
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but usage errors are one line too (what was wrong, where to get help)."""
+    """argparse, but usage errors are one line too (what was wrong, where to get help).
+
+    ``options`` maps each option's ``dest`` to its ``argparse.Action`` (what ``add_argument``
+    returns), so a config file can be checked against the options; ``commands`` maps each
+    subcommand's name to its parser.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.options: dict[str, argparse.Action] = {}
+        self.commands: dict[str, _Parser] = {}
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        help_text, default = kwargs.get("help"), kwargs.get("default")
+        # Say the default where it tells something: not for flags (off unless given), not for
+        # "no default" (None), and not twice when the help text already explains it.
+        if (
+            isinstance(help_text, str)
+            and help_text != argparse.SUPPRESS
+            and "default" not in help_text
+            and default not in (None, argparse.SUPPRESS)
+            and not isinstance(default, bool)
+        ):
+            shown = " ".join(map(str, default)) if isinstance(default, list) else default
+            kwargs["help"] = f"{help_text} (default: {shown})"
+        action = super().add_argument(*args, **kwargs)
+        self.options[action.dest] = action
+        return action
 
     def error(self, message: str):  # type: ignore[override]
         sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
         raise SystemExit(2)
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    pass
+_Formatter = argparse.RawDescriptionHelpFormatter
 
 
 # -- argument helpers ------------------------------------------------------------------------
 
 
-def split_specs(values: Sequence[str] | str | None) -> list[str]:
-    """Optimizer or problem specs from ``nargs='+'`` values that may also be comma-separated.
-
-    ``adam:betas=(0.9,0.99),eps=1e-6`` stays one spec: a piece holding ``=`` but no ``:``
-    continues the previous spec's hyperparameters.
-    """
-    from optimlab.lab.presets import _split_top_level
-
-    if values is None:
-        return []
-    if isinstance(values, str):
-        values = [values]
-    out: list[str] = []
-    for value in values:
-        for piece in _split_top_level(str(value)):
-            if out and "=" in piece and ":" not in piece and ":" in out[-1]:
-                out[-1] += "," + piece
-            else:
-                out.append(piece)
-    return out
-
-
-def _int_at_least(minimum: int, what: str):
-    """An argparse type: an int of at least ``minimum``, refused with ``what`` it must be."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < minimum:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-        return value
-
-    return parse
-
-
-_positive_int = _int_at_least(1, "a positive integer")
-_count = _int_at_least(0, "a whole number, 0 or more")
-
-
 def _add_grid_extend(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--grid-extend",
-        type=_count,
+        type=_int_type(0, MAX_BUDGET),
         default=None,
         metavar="N",
         help="while the best lr lies at an edge of the grid, grow the grid on that side by "
@@ -89,14 +87,36 @@ def _add_grid_extend(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _positive_float(text: str) -> float:
+def _shown(text: str) -> str:
+    """The user's text in an error message, cut short (a 5000-digit number is one long line)."""
+    return repr(text if len(text) <= 40 else text[:37] + "...")
+
+
+def _int_type(low: int, high: int | Callable[[], int], note: str = ""):
+    """An argparse type: an integer in ``[low, high]`` (``high`` may depend on the machine)."""
+
+    def integer(text: str) -> int:
+        top = high() if callable(high) else high
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= top:
+            raise argparse.ArgumentTypeError(
+                f"expected an integer from {low} to {top}{note}, got {_shown(text)}"
+            )
+        return value
+
+    return integer
+
+
+def _lr_type(text: str) -> float:
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+        return check_lr(text, "value")
+    except LabError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive, finite number, got {_shown(text)}"
+        ) from None
 
 
 def _lr_range(text: str) -> tuple[float, float]:
@@ -104,17 +124,23 @@ def _lr_range(text: str) -> tuple[float, float]:
         lo, hi = (float(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected LOW,HIGH such as 1e-4,1, got {text!r}"
+            f"expected LOW,HIGH such as 1e-4,1, got {_shown(text)}"
         ) from None
-    if not 0 < lo < hi:
-        raise argparse.ArgumentTypeError(f"need 0 < LOW < HIGH, got {text!r}")
-    return lo, hi
+    try:
+        return check_lr_range(lo, hi)
+    except LabError:
+        raise argparse.ArgumentTypeError(
+            f"need 0 < LOW < HIGH, both finite, got {_shown(text)}"
+        ) from None
+
+
+_PROCESSES = _int_type(1, max_processes, f" ({PER_CORE} per core)")
 
 
 def _add_common(p: argparse.ArgumentParser, *, sweep: bool = True) -> None:
     p.add_argument(
         "--out",
-        default=DEFAULT_OUT,
+        default=commands.DEFAULT_OUT,
         metavar="DIR",
         help="output directory: lab.db, reports, figures",
     )
@@ -125,7 +151,11 @@ def _add_common(p: argparse.ArgumentParser, *, sweep: bool = True) -> None:
         "e.g. budget = 8); options given on the command line win",
     )
     p.add_argument(
-        "--threads", type=_positive_int, default=1, help="torch threads per worker process"
+        "--threads",
+        type=_PROCESSES,
+        metavar="N",
+        default=1,
+        help="torch threads per worker process",
     )
     p.add_argument(
         "--engine",
@@ -141,13 +171,15 @@ def _add_common(p: argparse.ArgumentParser, *, sweep: bool = True) -> None:
     if sweep:
         p.add_argument(
             "--workers",
-            type=_positive_int,
+            metavar="N",
+            type=_PROCESSES,
             default=None,
             help="worker processes (default: all cores; 1 runs in-process)",
         )
         p.add_argument(
             "--steps",
-            type=_positive_int,
+            metavar="N",
+            type=_int_type(1, MAX_STEPS),
             default=None,
             help="steps per run for every problem (default: each problem's own)",
         )
@@ -182,11 +214,9 @@ Re-running the same command resumes: finished runs are read from OUT/lab.db, not
 """
 
 
-def _add_compare(sub) -> None:
-    from optimlab.lab.protocol import DEFAULT_BUDGET, DEFAULT_OPTIMIZERS, DEFAULT_PROBLEMS
-
+def _add_compare(sub, name: str) -> argparse.ArgumentParser:
     p = sub.add_parser(
-        "compare",
+        name,
         help="compare optimizers on problems with an equal tuning budget",
         description="Tune each optimizer's learning rate with the same budget on each problem "
         "(log-spaced grid, or Optuna), rerun the best setting on several seeds, and write "
@@ -198,7 +228,7 @@ def _add_compare(sub) -> None:
         "-p",
         "--problems",
         nargs="+",
-        default=list(DEFAULT_PROBLEMS),
+        default=list(commands.DEFAULT_PROBLEMS),
         metavar="PROBLEM",
         help="problem names or module:function specs",
     )
@@ -206,21 +236,25 @@ def _add_compare(sub) -> None:
         "-o",
         "--optimizers",
         nargs="+",
-        default=list(DEFAULT_OPTIMIZERS),
+        default=list(commands.DEFAULT_OPTIMIZERS),
         metavar="SPEC",
         help="optimizer specs: name, preset, or name:key=value,...",
     )
     p.add_argument(
         "--budget",
-        type=_positive_int,
+        metavar="N",
+        type=_int_type(1, MAX_BUDGET),
         default=None,
-        help=f"tuning trials per optimizer and problem (default {DEFAULT_BUDGET}; --quick 3)",
+        help=f"tuning trials per optimizer and problem (default {commands.DEFAULT_BUDGET}; "
+        f"--quick {commands.QUICK_BUDGET})",
     )
     p.add_argument(
         "--seeds",
-        type=_positive_int,
+        metavar="N",
+        type=_int_type(1, MAX_SEEDS),
         default=None,
-        help="seeds for the reruns of the best setting (default 3; --quick 2)",
+        help=f"seeds for the reruns of the best setting (default {commands.DEFAULT_SEEDS}; "
+        f"--quick {commands.QUICK_SEEDS})",
     )
     p.add_argument(
         "--search", choices=("grid", "optuna"), default="grid", help="how to spend the budget"
@@ -241,6 +275,7 @@ def _add_compare(sub) -> None:
     _add_grid_extend(p)
     _add_common(p)
     p.set_defaults(func=_run_compare)
+    return p
 
 
 def _sweep_kwargs(args) -> dict[str, Any]:
@@ -259,22 +294,14 @@ def _sweep_kwargs(args) -> dict[str, Any]:
 
 
 def _finish(results, args) -> int:
-    from optimlab.lab.console import print_summary
-
-    if results.summaries():
-        print_summary(results)
-    if not args.no_report:
-        print(f"Report: {results.report_path.resolve()}")
-    if getattr(args, "tensorboard", False):
-        print(f"TensorBoard: tensorboard --logdir {(Path(args.out) / 'tensorboard').resolve()}")
-    print(f"Runs stored in {(Path(args.out) / 'lab.db').resolve()} (sweep {results.sweep_id[:12]})")
+    console.print_outcome(
+        results, args.out, report=not args.no_report, tensorboard=args.tensorboard
+    )
     return 0
 
 
 def _run_compare(args) -> int:
-    from optimlab.lab.protocol import compare
-
-    results = compare(
+    results = commands.compare(
         split_specs(args.problems),
         split_specs(args.optimizers),
         budget=args.budget,
@@ -299,11 +326,9 @@ examples:
 """
 
 
-def _add_tune(sub) -> None:
-    from optimlab.lab.commands import TUNE_BUDGET
-
+def _add_tune(sub, name: str) -> argparse.ArgumentParser:
     p = sub.add_parser(
-        "tune",
+        name,
         help="Optuna search for one optimizer on one problem",
         description="Search the learning rate (log-uniform over the problem's range) and, on "
         "request, other hyperparameters of one optimizer with Optuna's TPE sampler; the "
@@ -315,16 +340,23 @@ def _add_tune(sub) -> None:
     p.add_argument("-o", "--optimizer", required=True, help="optimizer spec")
     p.add_argument(
         "--budget",
-        type=_positive_int,
+        metavar="N",
+        type=_int_type(1, MAX_BUDGET),
         default=None,
-        help=f"trials (default {TUNE_BUDGET}; --quick 4)",
+        help=f"trials (default {commands.TUNE_BUDGET}; --quick {commands.QUICK_TUNE_BUDGET})",
     )
     p.add_argument(
         "--hparams",
         default="lr",
         help="what to tune besides lr: 'lr', 'all' or names such as beta1,eps",
     )
-    p.add_argument("--seeds", type=_positive_int, default=1, help="seeds for the best setting")
+    p.add_argument(
+        "--seeds",
+        type=_int_type(1, MAX_SEEDS),
+        default=1,
+        metavar="N",
+        help="seeds for the best setting",
+    )
     p.add_argument(
         "--storage",
         default=None,
@@ -333,12 +365,11 @@ def _add_tune(sub) -> None:
     )
     _add_common(p)
     p.set_defaults(func=_run_tune)
+    return p
 
 
 def _run_tune(args) -> int:
-    from optimlab.lab.commands import tune
-
-    results = tune(
+    results = commands.tune(
         args.problem,
         args.optimizer,
         budget=args.budget,
@@ -347,9 +378,7 @@ def _run_tune(args) -> int:
         storage=args.storage,
         **_sweep_kwargs(args),
     )
-    for cell in results.summaries():
-        params = ", ".join(f"{k}={v}" for k, v in sorted(cell.hparams.items()))
-        print(f"Best for {cell.optimizer} on {cell.problem}: {params}")
+    console.print_best_settings(results)
     return _finish(results, args)
 
 
@@ -361,12 +390,9 @@ examples:
 """
 
 
-def _add_trajectories(sub) -> None:
-    from optimlab.lab.commands import FUNCTIONS_2D, TRAJECTORY_BUDGET
-    from optimlab.lab.protocol import DEFAULT_OPTIMIZERS
-
+def _add_trajectories(sub, name: str) -> argparse.ArgumentParser:
     p = sub.add_parser(
-        "trajectories",
+        name,
         help="optimizer paths on 2-D test functions (contour PNGs and animated GIFs)",
         description="Tune each optimizer's learning rate on 2-D test functions, then draw "
         "the paths on contour plots (one PNG per function) and animate them (GIF).",
@@ -377,7 +403,7 @@ def _add_trajectories(sub) -> None:
         "-f",
         "--functions",
         nargs="+",
-        default=list(FUNCTIONS_2D),
+        default=list(commands.FUNCTIONS_2D),
         metavar="FUNCTION",
         help="2-D problems",
     )
@@ -385,25 +411,25 @@ def _add_trajectories(sub) -> None:
         "-o",
         "--optimizers",
         nargs="+",
-        default=list(DEFAULT_OPTIMIZERS),
+        default=list(commands.DEFAULT_OPTIMIZERS),
         metavar="SPEC",
         help="optimizer specs",
     )
     p.add_argument(
         "--budget",
-        type=_positive_int,
+        metavar="N",
+        type=_int_type(1, MAX_BUDGET),
         default=None,
-        help=f"learning rates tried per optimizer (default {TRAJECTORY_BUDGET})",
+        help=f"learning rates tried per optimizer (default {commands.TRAJECTORY_BUDGET})",
     )
     _add_grid_extend(p)
     _add_common(p)
     p.set_defaults(func=_run_trajectories)
+    return p
 
 
 def _run_trajectories(args) -> int:
-    from optimlab.lab.commands import trajectories
-
-    results = trajectories(
+    results = commands.trajectories(
         split_specs(args.functions),
         split_specs(args.optimizers),
         budget=args.budget,
@@ -421,16 +447,17 @@ examples:
 """
 
 
-def _add_lr_find(sub) -> None:
+def _add_lr_find(sub, name: str) -> argparse.ArgumentParser:
     from optimlab.lab.lr_finder import SUGGESTIONS
 
     p = sub.add_parser(
-        "lr-find",
+        name,
         help="learning-rate range test: sweep the lr, suggest one",
         description="Train for a few steps while the learning rate grows exponentially, "
         "smooth the loss and suggest a learning rate (Smith 2015, fastai-style). The model "
-        "and optimizer are restored afterwards. Writes OUT/figures/lr-find-PROBLEM.png and "
-        "OUT/lr-find-PROBLEM.json.",
+        "and optimizer are restored afterwards. Writes the plot and the curves to "
+        "OUT/reports/lr-find-ID/lr-find-PROBLEM.png and .json (the latest also to "
+        "OUT/figures/lr-find-PROBLEM.png and OUT/lr-find-PROBLEM.json).",
         epilog=LRFIND_EPILOG,
         formatter_class=_Formatter,
     )
@@ -445,38 +472,42 @@ def _add_lr_find(sub) -> None:
     )
     p.add_argument(
         "--start-lr",
-        type=_positive_float,
+        metavar="LR",
+        type=_lr_type,
         default=None,
         help="first lr (default: the problem's lowest / 10)",
     )
     p.add_argument(
         "--end-lr",
-        type=_positive_float,
+        metavar="LR",
+        type=_lr_type,
         default=None,
         help="last lr (default: the problem's highest × 10)",
     )
     p.add_argument(
         "--steps",
-        type=_positive_int,
+        metavar="N",
+        type=_int_type(5, MAX_STEPS),
         default=None,
-        help="steps of the sweep (default 100; --quick 30)",
+        help=f"steps of the sweep (default {LR_FIND_STEPS}; --quick {QUICK_LR_FIND_STEPS})",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the problem instance")
+    p.add_argument(
+        "--seed",
+        type=_int_type(0, MAX_SEED),
+        default=0,
+        metavar="N",
+        help="seed of the problem instance",
+    )
     p.add_argument(
         "--suggest", choices=SUGGESTIONS, default="valley", help="rule that picks the suggested lr"
     )
     _add_common(p, sweep=False)
     p.set_defaults(func=_run_lr_find)
+    return p
 
 
 def _run_lr_find(args) -> int:
-    from rich.table import Table
-
-    from optimlab.lab.commands import find_lr
-    from optimlab.lab.console import stdout_console
-    from optimlab.lab.formatting import num
-
-    found = find_lr(
+    outcome = commands.find_lr(
         args.problem,
         split_specs(args.optimizers),
         start_lr=args.start_lr,
@@ -489,25 +520,7 @@ def _run_lr_find(args) -> int:
         threads=args.threads,
         engine=args.engine,
     )
-    table = Table(title=f"lr range test on {args.problem}", title_justify="left")
-    for name in ("optimizer", "suggested lr", "rule", "how", "points", "stopped early"):
-        table.add_column(name)
-    for label, res in found:
-        table.add_row(
-            label,
-            num(res.suggestion, 3),
-            res.method,
-            res.reason,
-            str(len(res.lrs)),
-            "yes" if res.stopped_early else "no",
-        )
-    stdout_console().print(table)
-    name = found[0][0] and args.problem
-    from optimlab.lab.problem_lookup import resolve_problem
-
-    stem = f"lr-find-{resolve_problem(name).name}"
-    print(f"Plot: {(Path(args.out) / 'figures' / (stem + '.png')).resolve()}")
-    print(f"Curves: {(Path(args.out) / (stem + '.json')).resolve()}")
+    console.print_lr_find(outcome)
     return 0
 
 
@@ -519,9 +532,9 @@ examples:
 """
 
 
-def _add_report(sub) -> None:
+def _add_report(sub, name: str) -> argparse.ArgumentParser:
     p = sub.add_parser(
-        "report",
+        name,
         help="rebuild a report from the runs stored in OUT/lab.db",
         description="Rebuild the HTML/Markdown report and figures of a stored sweep (the most "
         "recently updated one by default) without running anything. Works on an "
@@ -529,7 +542,7 @@ def _add_report(sub) -> None:
         epilog=REPORT_EPILOG,
         formatter_class=_Formatter,
     )
-    p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help="output directory")
+    p.add_argument("--out", default=commands.DEFAULT_OUT, metavar="DIR", help="output directory")
     p.add_argument("--sweep", default=None, metavar="ID", help="sweep id (a prefix is enough)")
     p.add_argument(
         "--kind",
@@ -541,120 +554,65 @@ def _add_report(sub) -> None:
     p.add_argument("--gif", action="store_true", help="also animate 2-D trajectories")
     p.add_argument("--debug", action="store_true", help="show tracebacks instead of one line")
     p.set_defaults(func=_run_report, config=None)
+    return p
 
 
 def _run_report(args) -> int:
-    from optimlab.lab.results import Results
-    from optimlab.lab.store import Store
-
-    db = Path(args.out) / "lab.db"
-    if not db.exists():
-        raise LabError(f"no lab database in '{args.out}' (run `optimlab compare` first)")
     if args.list:
-        from rich.table import Table
-
-        from optimlab.lab.console import stdout_console
-
-        table = Table(title=f"sweeps in {db}", title_justify="left")
-        for name in ("sweep", "kind", "problems", "optimizers", "updated", "complete"):
-            table.add_column(name)
-        with Store(args.out) as store:
-            for sweep in store.sweeps():
-                cfg = sweep["config"]
-                table.add_row(
-                    sweep["sweep_id"][:12],
-                    sweep["kind"],
-                    " ".join(cfg.get("problems", [])),
-                    " ".join(o["label"] for o in cfg.get("optimizers", [])),
-                    sweep["updated_at"][:19],
-                    "yes" if sweep["completed_at"] else "no",
-                )
-        stdout_console().print(table)
+        sweeps = commands.list_sweeps(args.out)
+        console.print_sweeps(commands.db_path(args.out), sweeps)
         return 0
-    results = Results.load(args.out, args.sweep, args.kind)
-    from optimlab.lab.report import write_report
-
-    path = write_report(results, Path(args.out), gif=True if args.gif else None)
-    from optimlab.lab.console import print_summary
-
+    results = commands.rebuild_report(
+        args.out, args.sweep, args.kind, gif=True if args.gif else None
+    )
     if results.summaries():
-        print_summary(results)
-    print(f"Report: {path.resolve()}")
+        console.print_summary(results)
+    console.print_banners(results)
+    console.print_report_path(results)
     return 0
 
 
-def _add_list(sub) -> None:
+def _add_list(sub, name: str) -> argparse.ArgumentParser:
     p = sub.add_parser(
-        "list",
+        name,
         help="list the optimizers, presets and problems",
         description="List what the lab can run: optimizer registry names, lab presets, and "
         "problems (with their kind, default steps and whether their data is present).",
         epilog="examples:\n  optimlab list\n  optimlab list optimizers\n",
         formatter_class=_Formatter,
     )
-    p.add_argument("what", nargs="?", choices=("all", "optimizers", "problems"), default="all")
+    p.add_argument(
+        "what",
+        nargs="?",
+        choices=("all", "optimizers", "problems"),
+        default="all",
+        help="what to list",
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks instead of one line")
     p.set_defaults(func=_run_list, config=None)
+    return p
 
 
 def _run_list(args) -> int:
-    from rich.table import Table
-
-    from optimlab.lab.console import stdout_console
-
-    console = stdout_console()
     if args.what in ("all", "optimizers"):
-        from optimlab.lab.optimizers import registry_names
-        from optimlab.lab.presets import PRESETS
-
-        table = Table(
-            title="optimizers (use as -o NAME or -o NAME:key=value,...)", title_justify="left"
-        )
-        table.add_column("name")
-        table.add_column("what")
-        for name in registry_names():
-            table.add_row(name, "optimlab registry")
-        for name, (base, hparams, desc) in PRESETS.items():
-            settings = ", ".join(f"{k}={v}" for k, v in hparams.items())
-            table.add_row(name, f"preset: {desc} ({base} {settings})")
-        console.print(table)
+        console.print_optimizers()
     if args.what in ("all", "problems"):
-        from optimlab.lab.problems import available_problems, get_problem
-
-        table = Table(
-            title="problems (use as -p NAME, or -p package.module:function)", title_justify="left"
-        )
-        for name in ("name", "kind", "steps", "metric", "lr range", "available", "description"):
-            table.add_column(name, overflow="fold")
-        for name in available_problems():
-            prob = get_problem(name)
-            reason = prob.unavailable_reason() if hasattr(prob, "unavailable_reason") else None
-            lo, hi = prob.default_lr_range
-            table.add_row(
-                name,
-                prob.kind,
-                str(prob.steps),
-                prob.metric or "—",
-                f"{lo:g}–{hi:g}",
-                "yes" if reason is None else f"no: {reason}",
-                prob.description,
-            )
-        console.print(table)
+        console.print_problems()
     return 0
 
 
 #: Subcommands in the order ``--help`` shows them.
-COMMANDS: list[Callable[[Any], None]] = [
-    _add_list,
-    _add_compare,
-    _add_lr_find,
-    _add_trajectories,
-    _add_tune,
-    _add_report,
-]
+COMMANDS: dict[str, Callable[[Any, str], argparse.ArgumentParser]] = {
+    "list": _add_list,
+    "compare": _add_compare,
+    "lr-find": _add_lr_find,
+    "trajectories": _add_trajectories,
+    "tune": _add_tune,
+    "report": _add_report,
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> _Parser:
     import optimlab
 
     parser = _Parser(
@@ -670,8 +628,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--version", action="version", version=f"optimlab {getattr(optimlab, '__version__', '?')}"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for add in COMMANDS:
-        add(sub)
+    for name, add in COMMANDS.items():
+        parser.commands[name] = add(sub, name)
     return parser
 
 
@@ -679,8 +637,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit status (0 ok, 1 a run failed, 2 bad input, 130 ^C)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Run the CLI; returns the exit status (0 ok, 1 a run failed or the reader of a pipe went
+    away, 2 bad input, 130 ^C)."""
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    except BrokenPipeError:
+        # `optimlab report --list | head -3`: the reader has what it wanted. Stop quietly
+        # with status 1, as rich does for its tables, and keep Python from failing again when
+        # it flushes stdout on exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+#: Commands that can take a while: they end by saying how long they took.
+TIMED = ("compare", "tune", "trajectories", "lr-find", "report")
+
+
+def _main(argv: list[str]) -> int:
+    started = time.perf_counter()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -691,33 +666,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "config", None):
             from optimlab.lab.config_file import apply_config
 
-            sub = parser._subparsers._group_actions[0].choices[args.command]
-            args = apply_config(parser, sub, args.config, argv)
-        return args.func(args)
+            args = apply_config(parser, parser.commands[args.command], args.config, argv)
+        code = args.func(args)
+        if code == 0 and args.command in TIMED and not getattr(args, "list", False):
+            console.print_elapsed(time.perf_counter() - started)
+        return code
     except LabError as exc:
         if debug:
             raise
-        from optimlab.lab.console import error_line
-
-        error_line(str(exc))
+        console.error_line(str(exc))
         return 2
     except KeyboardInterrupt:
         if debug:
             raise
-        from optimlab.lab.console import error_line
-
-        error_line(
+        console.error_line(
             "interrupted; finished runs are kept in lab.db: run the same command again to resume"
         )
         return 130
-    except Exception as exc:
-        from optimlab.lab.protocol import RunFailed
-
-        if debug or not isinstance(exc, RunFailed):
+    except RunFailed as exc:
+        if debug:
             raise
-        from optimlab.lab.console import error_line
-
-        error_line(f"{exc} (finished runs are kept; add --debug for the traceback)")
+        console.error_line(f"{exc} (finished runs are kept; add --debug for the traceback)")
         return 1
 
 

@@ -15,14 +15,28 @@ from typing import Any
 
 from optimlab.lab.errors import LabError
 
+#: A config file holds a handful of option values; anything larger is the wrong file (or a
+#: device such as /dev/zero, which would never end).
+MAX_CONFIG_BYTES = 1 << 20
+
 
 def load_config(path: str) -> dict[str, Any]:
     """Option values from a JSON or TOML file (by extension; JSON otherwise)."""
     file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
+        with open(file, "rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise LabError(f"cannot read config file '{path}': {exc.strerror}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise LabError(f"bad config file '{path}': larger than {MAX_CONFIG_BYTES >> 20} MiB")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise LabError(
+            f"bad config file '{path}': not UTF-8 text (byte {data[exc.start]:#04x} at "
+            f"offset {exc.start}); save it as UTF-8"
+        ) from None
     try:
         if file.suffix.lower() == ".toml":
             try:
@@ -41,10 +55,15 @@ def load_config(path: str) -> dict[str, Any]:
     return data
 
 
-def apply_config(parser: argparse.ArgumentParser, sub: argparse.ArgumentParser, path: str, argv):
-    """Re-parse with the config file's values as defaults (the command line still wins)."""
+def apply_config(parser: argparse.ArgumentParser, sub, path: str, argv):
+    """Re-parse ``argv`` with the config file's values as ``sub``'s defaults (the command line
+    still wins).
+
+    ``sub`` is the subcommand's parser as :func:`optimlab.lab.cli.build_parser` builds it: its
+    ``options`` map each option's ``dest`` to the ``argparse.Action`` that checks it.
+    """
     data = load_config(path)
-    actions = {a.dest: a for a in sub._actions if a.dest not in ("help", "config", "func")}
+    actions = {d: a for d, a in sub.options.items() if d not in ("help", "config", "func")}
     defaults = {}
     for key, value in data.items():
         dest = key.replace("-", "_")
@@ -66,6 +85,11 @@ def _coerce(path: str, key: str, value: Any, action: argparse.Action) -> Any:
                 return action.type(str(v) if not isinstance(v, str) else v)
             except (argparse.ArgumentTypeError, ValueError) as exc:
                 raise LabError(f"bad config file '{path}': option '{key}': {exc}") from None
+        if not isinstance(v, str):
+            # Names, paths and URLs: a number or a table here is a mistake, not a value.
+            raise LabError(
+                f"bad config file '{path}': option '{key}' takes text, got {type(v).__name__} {v!r}"
+            )
         return v
 
     if action.nargs == 0:  # a flag such as --quick

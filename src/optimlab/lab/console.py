@@ -1,11 +1,15 @@
-"""Terminal output for the CLI: a rich progress bar and the summary table.
+"""Everything the CLI shows on the terminal: the progress bar, the tables, where files went,
+and error lines.
 
 rich is imported here only, when the CLI (or ``progress=True``) asks for it.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
+from typing import Any
 
 
 def stderr_console():
@@ -18,9 +22,10 @@ def stdout_console():
     from rich.console import Console
 
     console = Console()
-    if not console.is_terminal:
+    if not console.is_terminal and not os.environ.get("COLUMNS", "").strip().isdigit():
         # Logs and pipes have no width; rich would assume 80 columns and fold every cell.
-        console = Console(width=max(console.width, 160))
+        # A width the user gives in COLUMNS wins (rich reads it itself).
+        console = Console(width=160)
     return console
 
 
@@ -120,7 +125,150 @@ def print_summary(results, console=None) -> None:
         console.print(line, markup=False, highlight=False)
 
 
+def print_outcome(results, out_dir, *, report: bool, tensorboard: bool, console=None) -> None:
+    """After a sweep: its tables, then where the report, the event files and the runs are."""
+    if results.summaries():
+        print_summary(results, console)
+    print_banners(results)
+    if report:
+        print_report_path(results)
+    if tensorboard:
+        print(f"TensorBoard: tensorboard --logdir {(Path(out_dir) / 'tensorboard').resolve()}")
+    db = (Path(out_dir) / "lab.db").resolve()
+    print(f"Runs stored in {db} (sweep {results.sweep_id[:12]})")
+
+
+def print_banners(results) -> None:
+    """The report's warnings (a partial sweep, a smoke run), one line each."""
+    from optimlab.lab.report import banner_lines
+
+    for head, text in banner_lines(results):
+        print(f"{head} {text}")
+
+
+def print_elapsed(seconds: float) -> None:
+    """The command's wall time, as its last line."""
+    from optimlab.lab.formatting import duration
+
+    print(f"Finished in {duration(seconds)}.")
+
+
+def print_report_path(results) -> None:
+    """Where this sweep's own report is, and the index of every report beside it."""
+    from optimlab.lab.report_index import INDEX
+
+    print(f"Report: {results.report_path.resolve()}")
+    print(f"All reports: {(results.out_dir / INDEX).resolve()}")
+
+
+def print_best_settings(results) -> None:
+    """``tune``'s answer: the best hyperparameters of each cell, one line each."""
+    from optimlab.lab.formatting import hparams_text
+
+    for cell in results.summaries():
+        params = hparams_text(cell.hparams, skip=(), sep=", ")
+        print(f"Best for {cell.optimizer} on {cell.problem}: {params}")
+
+
+def print_lr_find(outcome) -> None:
+    """The range tests of ``optimlab lr-find``: one row per optimizer, then the files."""
+    from rich.table import Table
+
+    from optimlab.lab.formatting import num
+
+    table = Table(title=f"lr range test on {outcome.name}", title_justify="left")
+    for name in ("optimizer", "suggested lr", "rule", "how", "points", "stopped early"):
+        table.add_column(name)
+    for label, res in outcome:
+        table.add_row(
+            label,
+            num(res.suggestion, 3),
+            res.method,
+            res.reason,
+            str(len(res.lrs)),
+            "yes" if res.stopped_early else "no",
+        )
+    stdout_console().print(table)
+    print(f"Plot: {outcome.files['png'].resolve()}")
+    print(f"Curves: {outcome.files['json'].resolve()}")
+
+
+def print_sweeps(db: Path, sweeps: list[dict[str, Any]]) -> None:
+    """``optimlab report --list``: one row per stored sweep, with its report if written."""
+    from rich.table import Table
+
+    from optimlab.lab.report_index import report_dir
+
+    out_dir = Path(db).parent
+    table = Table(title=f"sweeps in {db}", title_justify="left")
+    for name in ("sweep", "kind", "problems", "optimizers", "updated", "complete", "report"):
+        table.add_column(name, overflow="fold")
+    for sweep in sweeps:
+        cfg = sweep["config"]
+        report = report_dir(out_dir, sweep["kind"], sweep["sweep_id"]) / "report.html"
+        table.add_row(
+            sweep["sweep_id"][:12],
+            sweep["kind"],
+            " ".join(cfg.get("problems", [])),
+            " ".join(o["label"] for o in cfg.get("optimizers", [])),
+            sweep["updated_at"][:19],
+            "yes" if sweep["completed_at"] else "no",
+            str(report.relative_to(out_dir)) if report.exists() else "—",
+        )
+    stdout_console().print(table)
+
+
+def print_optimizers(console=None) -> None:
+    """``optimlab list optimizers``: registry names, then the lab's presets."""
+    from rich.table import Table
+
+    from optimlab.lab.optimizers import describe_optimizer
+    from optimlab.lab.specs import PRESETS, registry_names
+
+    console = console or stdout_console()
+    table = Table(
+        title="optimizers (use as -o NAME or -o NAME:key=value,...)", title_justify="left"
+    )
+    table.add_column("name")
+    table.add_column("what", overflow="fold")
+    for name in registry_names():
+        table.add_row(name, describe_optimizer(name))
+    for name, (base, hparams, desc) in PRESETS.items():
+        settings = ", ".join(f"{k}={v}" for k, v in hparams.items())
+        table.add_row(name, f"preset: {desc} ({base} {settings})")
+    console.print(table)
+
+
+def print_problems(console=None) -> None:
+    """``optimlab list problems``: every registered problem, and whether it can run here."""
+    from rich.table import Table
+
+    from optimlab.lab.problems import available_problems, get_problem
+
+    console = console or stdout_console()
+    table = Table(
+        title="problems (use as -p NAME, or -p package.module:function)", title_justify="left"
+    )
+    for name in ("name", "kind", "steps", "metric", "lr range", "available", "description"):
+        table.add_column(name, overflow="fold")
+    for name in available_problems():
+        prob = get_problem(name)
+        reason = prob.unavailable_reason() if hasattr(prob, "unavailable_reason") else None
+        lo, hi = prob.default_lr_range
+        table.add_row(
+            name,
+            prob.kind,
+            str(prob.steps),
+            prob.metric or "—",
+            f"{lo:g}–{hi:g}",
+            "yes" if reason is None else f"no: {reason}",
+            prob.description,
+        )
+    console.print(table)
+
+
 def error_line(message: str) -> None:
     """One line on stderr, plain text (no rich markup surprises in error messages)."""
-    sys.stderr.write(f"optimlab: error: {message}\n")
+    # One line whatever the message holds (an SQLite report, a user's exception text).
+    sys.stderr.write(f"optimlab: error: {' '.join(message.splitlines())}\n")
     sys.stderr.flush()

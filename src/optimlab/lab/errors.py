@@ -1,7 +1,9 @@
-"""The one exception type the lab raises for mistakes in what the user asked for.
+"""The exceptions the lab raises: :class:`LabError` for mistakes in what the user asked for,
+:class:`RunFailed` for a run that broke.
 
 The CLI prints a :class:`LabError` as a single line on stderr and exits with status 2, so every
-message must say what was wrong and, where it can, what would be right.
+message must say what was wrong and, where it can, what would be right. A :class:`RunFailed`
+is one line too, with status 1: finished runs are kept, and ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -13,3 +15,7 @@ class LabError(ValueError):
     It subclasses :class:`ValueError` so that notebook code which already catches
     ``ValueError`` around bad input keeps working.
     """
+
+
+class RunFailed(RuntimeError):
+    """A run raised an exception (a bug in a problem or optimizer, not bad user input)."""

@@ -19,6 +19,17 @@ def num(value: Any, digits: int = 4) -> str:
     return f"{value:.{digits}g}"
 
 
+def duration(seconds: float) -> str:
+    """A wall time as people say it: "8.2 s", "1 min 35 s", "1 h 02 min"."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
 def mean_std(mean: Any, std: Any, digits: int = 4) -> str:
     if mean is None:
         return "—"
@@ -27,17 +38,27 @@ def mean_std(mean: Any, std: Any, digits: int = 4) -> str:
     return f"{num(mean, digits)} ± {num(std, 2)}"
 
 
-def hparams_text(hparams: dict[str, Any], skip=("lr",)) -> str:
-    items = [f"{k}={_short(v)}" for k, v in sorted(hparams.items()) if k not in skip]
+def hparams_text(hparams: dict[str, Any], skip=("lr",), sep: str = ",") -> str:
+    """``key=value`` pairs, sorted, each value as :func:`hparam` writes it."""
+    items = [f"{k}={hparam(v, sep)}" for k, v in sorted(hparams.items()) if k not in skip]
     return ", ".join(items)
 
 
-def _short(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.3g}"
+def hparam(value: Any, sep: str = ",") -> str:
+    """A hyperparameter value as people read it: three significant digits, except that a
+    value just below 1 keeps three significant digits of its distance to 1.
+
+    β2 = 0.99951 is 0.99951, not 1 (``.3g`` would round it to 1, an invalid β2), and
+    0.5228791626764394 is 0.523. Tuples (``betas``) are written element by element.
+    """
     if isinstance(value, (list, tuple)):
-        return "(" + ",".join(_short(v) for v in value) + ")"
-    return str(value)
+        return "(" + sep.join(hparam(v, sep) for v in value) + ")"
+    if isinstance(value, bool) or not isinstance(value, float) or not math.isfinite(value):
+        return str(value)
+    if 0.9 <= value < 1:
+        decimals = 2 - math.floor(math.log10(1 - value))
+        return f"{value:.{decimals}f}".rstrip("0")
+    return f"{value:.3g}"
 
 
 def signed(value: float, digits: int = 2) -> str:

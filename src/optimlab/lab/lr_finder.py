@@ -230,12 +230,13 @@ def make_lr_find_config(
     diverge: float = 4.0,
     suggest: str = "valley",
     engine: str = "auto",
+    fingerprint: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Everything that determines a range test on a problem (hashed into its id)."""
-    from optimlab.lab.presets import jsonable
+    from optimlab.lab.identity import jsonable
     from optimlab.lab.runner import PROTOCOL_VERSION
 
-    return {
+    config = {
         "problem": problem,
         "optimizer": optimizer,
         "hparams": jsonable(dict(sorted((k, v) for k, v in hparams.items() if k != "lr"))),
@@ -249,6 +250,9 @@ def make_lr_find_config(
         "engine": engine,
         "protocol": PROTOCOL_VERSION,
     }
+    if fingerprint:  # a user's problem (see optimlab.lab.fingerprint)
+        config["problem_fingerprint"] = dict(fingerprint)
+    return config
 
 
 def execute_lr_find(config: dict[str, Any], threads: int | None = 1) -> dict[str, Any]:
@@ -256,20 +260,17 @@ def execute_lr_find(config: dict[str, Any], threads: int | None = 1) -> dict[str
     import socket
     import time
 
+    from optimlab.lab.fingerprint import check_unchanged
+    from optimlab.lab.identity import config_hash, now, versions
     from optimlab.lab.optimizers import build_optimizer
-    from optimlab.lab.presets import OptimizerSpec
     from optimlab.lab.problem_lookup import resolve_problem
-    from optimlab.lab.runner import (
-        config_hash,
-        hparams_for_torch,
-        seeded_globals,
-        torch_threads,
-        versions,
-    )
-    from optimlab.lab.store import now
+    from optimlab.lab.reproducible import seeded_globals, torch_threads
+    from optimlab.lab.runner import hparams_for_torch
+    from optimlab.lab.specs import OptimizerSpec
 
     t0 = time.perf_counter()
     problem = resolve_problem(config["problem"])
+    check_unchanged(config)
     spec = OptimizerSpec(label=config["optimizer"], name=config["optimizer"])
     with torch_threads(threads), seeded_globals(config["seed"]):
         instance = problem.make(config["seed"])

@@ -2,25 +2,41 @@
 
 Everything in the lab builds optimizers through :func:`build_optimizer`, so the protocol, the
 lr finder and the trajectories all see exactly the same objects as a user of
-:func:`optimlab.create_optimizer` would.
+:func:`optimlab.create_optimizer` would. Specs are read by :mod:`optimlab.lab.specs`; this
+module checks them by building each once (:func:`parse_optimizers`).
 """
 
 from __future__ import annotations
 
+import inspect
+import re
 from collections.abc import Iterable
 from typing import Any
 
 import torch
 
 from optimlab.lab.errors import LabError
-from optimlab.lab.presets import OptimizerSpec, parse_optimizer
+from optimlab.lab.specs import OptimizerSpec, parse_optimizer, registry_names
 
 
-def registry_names() -> list[str]:
-    """Names accepted by :func:`optimlab.create_optimizer` (lower case, registry order)."""
-    from optimlab import available_optimizers
+def describe_optimizer(name: str) -> str:
+    """One line about a registry optimizer: the first sentence of its class docstring (which
+    names the method and its paper), with the reStructuredText markup removed."""
+    from optimlab import get_optimizer_class
 
-    return [name.lower() for name in available_optimizers()]
+    doc = inspect.getdoc(get_optimizer_class(name)) or ""
+    paragraph = " ".join(doc.split("\n\n")[0].split())
+    depth, end = 0, len(paragraph)
+    for i, char in enumerate(paragraph):
+        depth += char in "([{"
+        depth -= char in ")]}"
+        # A sentence ends at ". " outside parentheses ("Alg. 2" inside them does not count).
+        if char == "." and depth == 0 and paragraph[i + 1 : i + 2] in (" ", ""):
+            end = i + 1
+            break
+    sentence = paragraph[:end]
+    sentence = re.sub(r":\w+:`~?([^`]+)`", r"\1", sentence)  # :class:`Adam` -> Adam
+    return sentence.replace("``", "")
 
 
 def build_optimizer(
@@ -51,10 +67,25 @@ def build_optimizer(
 
 
 def validate_spec(spec: OptimizerSpec) -> None:
-    """Build the optimizer once on a throwaway parameter, so mistakes show before any run."""
-    dummy = torch.zeros(2, requires_grad=True)
+    """Build the optimizer on a throwaway parameter and take one step, so mistakes (a bad
+    value, or one of the wrong type that only the update would trip over) show before any run.
+    """
+    # A matrix, so that optimizers made for weight matrices (orthogonalising, factored
+    # second moments) take their step too; a closure, for those that re-evaluate the loss.
+    dummy = torch.ones(2, 2, requires_grad=True)
     lr = spec.fixed_lr if spec.fixed_lr is not None else 1e-3
-    build_optimizer(spec, [dummy], lr=lr)
+    optimizer = build_optimizer(spec, [dummy], lr=lr)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = (dummy**2).sum()
+        loss.backward()
+        return loss
+
+    try:
+        optimizer.step(closure)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise LabError(f"bad hyperparameter for optimizer '{spec.label}': {exc}") from None
 
 
 def parse_optimizers(texts: Iterable[str]) -> list[OptimizerSpec]:

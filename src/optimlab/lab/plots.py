@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import io
 import math
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from optimlab.lab.files import atomic_path
 
 _LINESTYLES = ("-", "--", ":", "-.")
 #: the other optimizers' curves in a panel
@@ -709,20 +709,9 @@ def save_trajectory_gif(results, problem: str, path: Path, frames: int = 40, fps
         return [*lines.values(), *heads.values(), title]
 
     anim = FuncAnimation(fig, draw, frames=len(idx), blit=False)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".gif")
-    os.close(fd)
-    try:
-        from optimlab.lab.files import _default_mode
-
+    with atomic_path(path) as tmp:
         anim.save(tmp, writer=PillowWriter(fps=fps), dpi=80)
-        os.chmod(tmp, _default_mode())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return Path(path)
 
 
 def plot_search_history(results, problem: str):

@@ -15,10 +15,18 @@ def resolve_problem(spec: str, *, require_available: bool = True):
     """
     from optimlab.lab.problems import load_problem
 
+    spec = spec.strip()
     try:
-        problem = load_problem(spec.strip())
+        problem = load_problem(spec)
     except ValueError as exc:
-        raise LabError(str(exc).splitlines()[0] if str(exc) else f"bad problem '{spec}'") from None
+        # The registry's own messages name the spec; a ValueError from inside the user's code
+        # (a Problem with a bad field, say) gets the spec in front.
+        message = str(exc).splitlines()[0] if str(exc) else "bad problem"
+        raise LabError(message if spec in message else f"problem '{spec}': {message}") from exc
+    except (Exception, SystemExit) as exc:
+        # The user's module or function raised while being imported or called. ``from exc``
+        # keeps its traceback for --debug.
+        raise LabError(f"problem '{spec}' could not be loaded: {_describe(exc)}") from exc
     if require_available and hasattr(problem, "unavailable_reason"):
         reason = problem.unavailable_reason()
         if reason is not None:
@@ -44,3 +52,15 @@ def resolve_problems(specs: Iterable[str], *, kind: str | None = None) -> list[t
     if not resolved:
         raise LabError("no problems given")
     return resolved
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for an exception raised by a user's problem code, with a hint where it helps."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    line = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    if isinstance(exc, TypeError) and "argument" in text:
+        line += (
+            " (a problem spec names a function that takes no arguments and returns a Problem,"
+            " or a Problem itself)"
+        )
+    return line + " (add --debug for the traceback)"

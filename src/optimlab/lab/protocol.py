@@ -11,6 +11,11 @@ For every problem × optimizer cell:
 3. Optionally run a **learning-rate range test** (:mod:`optimlab.lab.lr_finder`), for the
    report.
 
+:func:`plan_sweep` checks what was asked for and turns it into a plan (the JSON that
+identifies the sweep); :func:`run_sweep` executes a plan. The commands of
+:mod:`optimlab.lab.commands` (``compare``, ``tune``, ``trajectories``) are both, with their
+own defaults.
+
 All runs go to a pool of worker processes; a cell's reruns are queued as soon as its tuning is
 done, so cores never wait for the slowest cell. Each finished run is written to the store at
 once, in its own transaction; runs already in the store are never recomputed, which is what
@@ -19,28 +24,31 @@ makes an interrupted command resumable by running it again.
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from optimlab.lab.errors import LabError
-from optimlab.lab.files import ensure_writable_dir
+from optimlab.lab.errors import LabError, RunFailed
+from optimlab.lab.fingerprint import problem_fingerprint
+from optimlab.lab.identity import config_hash
+from optimlab.lab.limits import (
+    MAX_BUDGET,
+    MAX_SEEDS,
+    MAX_STEPS,
+    check_int,
+    check_lr_range,
+    check_seed,
+)
 from optimlab.lab.lr_finder import execute_lr_find, make_lr_find_config
 from optimlab.lab.objective import Objective, objective_for
 from optimlab.lab.optimizers import parse_optimizers
 from optimlab.lab.parallel import WorkerPool
-from optimlab.lab.presets import OptimizerSpec
 from optimlab.lab.problem_lookup import resolve_problems
-from optimlab.lab.runner import (
-    DEFAULT_EVALS,
-    PROTOCOL_VERSION,
-    config_hash,
-    execute_run,
-    make_run_config,
-)
+from optimlab.lab.runner import DEFAULT_EVALS, PROTOCOL_VERSION, execute_run, make_run_config
+from optimlab.lab.specs import OptimizerSpec
 from optimlab.lab.store import Store
 from optimlab.lab.tuning import (
     GRID_EXTEND,
@@ -52,36 +60,10 @@ from optimlab.lab.tuning import (
     search_params,
 )
 
-#: ``python -m optimlab compare`` with no arguments: the classic optimizers of the tutorials
-#: on one network, one convex problem and one 2-D function, all bundled (no download).
-DEFAULT_PROBLEMS = ("digits_mlp", "logistic_regression", "rosenbrock")
-DEFAULT_OPTIMIZERS = (
-    "sgd",
-    "momentum",
-    "nesterov",
-    "adagrad",
-    "rmsprop",
-    "adadelta",
-    "adam",
-    "adamw",
-    "amsgrad",
-    "radam",
-)
-#: Sized so that the default comparison stays under five minutes on two cores
-#: (measured by benchmarks/demo_time.py).
-DEFAULT_BUDGET = 8
-DEFAULT_SEEDS = 3
-DEFAULT_OUT = "optimlab-out"
-#: ``quick=True`` budgets: enough to exercise every code path, not to conclude anything.
-QUICK_BUDGET = 3
-QUICK_SEEDS = 2
+#: Steps of the range test that goes with each cell (``quick``: fewer).
 LR_FIND_STEPS = 100
 QUICK_LR_FIND_STEPS = 30
 SEARCHES = ("grid", "optuna")
-
-
-class RunFailed(RuntimeError):
-    """A run raised an exception (a bug in a problem or optimizer, not bad user input)."""
 
 
 class NullProgress:
@@ -124,108 +106,80 @@ class Task:
     on_done: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
 
 
+@dataclass
+class SweepPlan:
+    """A checked sweep: its ``plan`` (stored, and hashed into ``sweep_id``), the resolved
+    problems as ``(key, problem)`` pairs and the parsed optimizer specs."""
+
+    plan: dict[str, Any]
+    sweep_id: str
+    problems: list[tuple[str, Any]]
+    specs: list[OptimizerSpec]
+
+    @property
+    def kind(self) -> str:
+        return self.plan["kind"]
+
+
 def _seed_list(seeds: int | Sequence[int]) -> list[int]:
-    if isinstance(seeds, int):
-        if seeds < 1:
-            raise LabError(f"seeds must be at least 1, got {seeds}")
-        return list(range(seeds))
-    out = [int(s) for s in seeds]
+    """A number of seeds (0..n-1) or the seeds themselves, duplicates dropped."""
+    if isinstance(seeds, (int, float)):
+        return list(range(check_int("seeds", seeds, 1, MAX_SEEDS)))
+    out = list(dict.fromkeys(check_seed(s) for s in seeds))
     if not out:
         raise LabError("seeds must not be empty")
-    return list(dict.fromkeys(out))
+    if len(out) > MAX_SEEDS:
+        raise LabError(f"at most {MAX_SEEDS} seeds, got {len(out)}")
+    return out
 
 
 def _steps_for(problem, steps: int | None, quick: bool) -> int:
     if steps is not None:
-        if steps < 1:
-            raise LabError(f"steps must be at least 1, got {steps}")
-        return int(steps)
+        return check_int("steps", steps, 1, MAX_STEPS)
     return int(problem.quick_steps if quick else problem.steps)
 
 
 def _lr_range(problem, lr_range: tuple[float, float] | None) -> tuple[float, float]:
-    lo, hi = lr_range if lr_range is not None else problem.default_lr_range
-    if not (0 < lo < hi):
-        raise LabError(f"bad lr range ({lo}, {hi}): need 0 < low < high")
-    return float(lo), float(hi)
+    return check_lr_range(*(lr_range if lr_range is not None else problem.default_lr_range))
 
 
-def compare(
-    problems: Sequence[str] = DEFAULT_PROBLEMS,
-    optimizers: Sequence[str] = DEFAULT_OPTIMIZERS,
+def plan_sweep(
+    problems: Sequence[str],
+    optimizers: Sequence[str],
     *,
-    budget: int | None = None,
-    seeds: int | Sequence[int] | None = None,
+    kind: str,
+    budget: int,
+    seeds: int | Sequence[int],
     search: str = "grid",
     hparams: str | Sequence[str] = "lr",
     steps: int | None = None,
     lr_range: tuple[float, float] | None = None,
     grid_extend: int | None = None,
     quick: bool = False,
-    out_dir: str | os.PathLike = DEFAULT_OUT,
-    storage: str | None = None,
-    workers: int | None = None,
-    threads: int | None = 1,
     engine: str = "auto",
     lr_find: bool = True,
-    tensorboard: bool = False,
-    report: bool = True,
-    progress: bool | Any = False,
-    kind: str = "compare",
-):
-    """Compare optimizers on problems with an equal tuning budget; returns :class:`Results`.
+) -> SweepPlan:
+    """Check a sweep's settings (names, values) and return its plan; runs nothing.
 
-    Args:
-        problems: registry names or ``"module:function"`` specs.
-        optimizers: specs such as ``"adam"``, ``"momentum"``, ``"adam:eps=1e-6"``.
-        budget: trials per optimizer and problem (grid points, or Optuna trials).
-        seeds: number of seeds (0..n-1) or explicit seeds for the reruns of the best setting.
-        search: ``"grid"`` or ``"optuna"``.
-        hparams: with Optuna, what to tune besides ``lr``: ``"lr"``, ``"all"`` or names.
-        steps: steps per run for every problem (default: each problem's own).
-        lr_range: override the problems' ``default_lr_range``.
-        grid_extend: with the grid search, how many points (in all) the grid may grow by,
-            one log step at a time, while the best learning rate lies at its edge (default
-            3; ``quick``: 1; 0 keeps the grid as it is).
-        quick: tiny budgets for smoke tests.
-        out_dir: where ``lab.db``, the report and figures go.
-        storage: Optuna storage URL (default: the same SQLite file).
-        workers: processes (default: all cores; 1 runs in this process).
-        threads: torch threads per worker (``None``: torch's default).
-        engine: optimizer engine (``"auto"``, ``"loop"``, ``"foreach"``, ``"fused"``).
-        lr_find: also run a learning-rate range test per cell for the report.
-        tensorboard: write TensorBoard event files under ``out_dir/tensorboard``.
-        report: write ``report.html``/``report.md`` and figures.
-        progress: ``True`` for a rich progress bar, or an object with the
-            :class:`NullProgress` methods.
+    Every mistake raises :class:`LabError` here, before any work. The arguments are those of
+    :func:`optimlab.lab.compare`, with ``budget`` and ``seeds`` already resolved;
+    ``grid_extend=None`` is the protocol's own default (``quick``: the smaller one).
     """
-    # A single name is a common slip in a notebook: list("adam") would be four optimizers.
-    problems = [problems] if isinstance(problems, str) else list(problems)
-    optimizers = [optimizers] if isinstance(optimizers, str) else list(optimizers)
     if search not in SEARCHES:
         raise LabError(f"unknown search '{search}' (choose from: {', '.join(SEARCHES)})")
-    if budget is None:
-        budget = QUICK_BUDGET if quick else DEFAULT_BUDGET
-    if budget < 1:
-        raise LabError(f"budget must be at least 1, got {budget}")
+    budget = check_int("budget", budget, 1, MAX_BUDGET)
     if grid_extend is None:
         grid_extend = QUICK_GRID_EXTEND if quick else GRID_EXTEND
-    if grid_extend < 0:
-        raise LabError(f"grid extension must be at least 0, got {grid_extend}")
-    seed_list = _seed_list(
-        seeds if seeds is not None else (QUICK_SEEDS if quick else DEFAULT_SEEDS)
-    )
+    grid_extend = check_int("grid extension", grid_extend, 0, MAX_BUDGET)
+    seed_list = _seed_list(seeds)
     from optimlab.core.engines import ENGINES
 
     if engine not in ENGINES:
         raise LabError(f"unknown engine '{engine}' (choose from: {', '.join(ENGINES)})")
-    if workers is not None and workers < 1:
-        raise LabError(f"workers must be at least 1, got {workers}")
     resolved = resolve_problems(
         list(problems), kind="function2d" if kind == "trajectories" else None
     )
     specs = parse_optimizers(list(optimizers))
-    out = ensure_writable_dir(out_dir)
     hparams_arg = hparams if isinstance(hparams, str) else list(hparams)
     for spec in specs:  # fail on a bad name before any work
         search_params(spec.name, hparams_arg) if search == "optuna" else None
@@ -245,33 +199,42 @@ def compare(
         "evals": DEFAULT_EVALS,
         "lr_find": bool(lr_find),
         "lr_find_steps": QUICK_LR_FIND_STEPS if quick else LR_FIND_STEPS,
+        "quick": bool(quick),
         "protocol": PROTOCOL_VERSION,
     }
-    sweep_id = config_hash(plan)
+    fingerprints = {key: problem_fingerprint(key, p) for key, p in resolved}
+    if any(fingerprints.values()):
+        # Only user problems have one: plans of built-in problems keep their ids.
+        plan["fingerprints"] = {key: fp for key, fp in fingerprints.items() if fp}
+    return SweepPlan(plan, config_hash(plan), resolved, specs)
+
+
+def run_sweep(
+    sweep: SweepPlan,
+    out: Path,
+    *,
+    storage: str | None = None,
+    workers: int | None = None,
+    threads: int | None = 1,
+    progress: bool | Any = False,
+) -> None:
+    """Run every run of ``sweep`` that ``out/lab.db`` does not hold yet, storing each at once."""
+    plan, sweep_id = sweep.plan, sweep.sweep_id
     store = Store(out)
     try:
-        store.begin_sweep(sweep_id, kind, plan)
+        store.begin_sweep(sweep_id, sweep.kind, plan)
         with WorkerPool(workers, threads) as pool:
             cells = [
-                _make_cell(key, problem, spec, plan, sweep_id, store, storage, pool.workers, specs)
-                for key, problem in resolved
-                for spec in specs
+                _make_cell(
+                    key, problem, spec, plan, sweep_id, store, storage, pool.workers, sweep.specs
+                )
+                for key, problem in sweep.problems
+                for spec in sweep.specs
             ]
             _Scheduler(store, pool, sweep_id, plan, _progress(progress)).run(cells)
         store.finish_sweep(sweep_id)
     finally:
         store.close()
-
-    from optimlab.lab.results import Results
-
-    results = Results.load(out, sweep_id)
-    if tensorboard:
-        from optimlab.lab.tensorboard import write_event_files
-
-        write_event_files(results, out / "tensorboard")
-    if report:
-        results.write_report(out)
-    return results
 
 
 def _progress(progress: bool | Any):
@@ -354,6 +317,7 @@ class _Scheduler:
             seed=seed,
             engine=self.plan["engine"],
             evals=self.plan["evals"],
+            fingerprint=self.plan.get("fingerprints", {}).get(cell.key),
         )
         links = [cell.links(self.sweep_id, role)]
         self.queue.append(Task(config_hash(config), "run", config, links, [on_done]))
@@ -393,6 +357,7 @@ class _Scheduler:
             steps=min(self.plan["lr_find_steps"], max(cell.steps, 5)),
             seed=self.plan["seeds"][0],
             engine=self.plan["engine"],
+            fingerprint=self.plan.get("fingerprints", {}).get(cell.key),
         )
         links = [cell.links(self.sweep_id, "lr_find")]
         self.queue.append(Task(config_hash(config), "lr_find", config, links, []))

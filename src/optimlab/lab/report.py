@@ -3,6 +3,11 @@
 The HTML embeds every image as base64 and carries its own CSS, so it opens offline, can be
 mailed or attached to an issue as a single file. Every file is written atomically.
 
+Each sweep's report lives in its own folder, ``OUT/reports/<kind>-<sweep id>/`` (see
+:mod:`optimlab.lab.report_index`), so it always shows that sweep and nothing else; the latest
+one of each kind is copied to the top of ``OUT`` (``report.html``, ``trajectories.html``,
+``tune.html``) and ``OUT/index.html`` lists them all.
+
 Sections (always present, so readers and tests find them; a section with nothing to show
 says why): how to read this, ranking (with the performance profiles), per problem (places,
 the intervals behind them and every column of the summary), loss curves, lr sensitivity, lr
@@ -17,7 +22,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from optimlab.lab.files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from optimlab.lab.files import atomic_write_bytes, atomic_write_json, atomic_write_text, slug
 from optimlab.lab.formatting import (
     RANKING_NOTE,
     edge_notes,
@@ -26,6 +31,7 @@ from optimlab.lab.formatting import (
     ranking_table,
     summary_table,
 )
+from optimlab.lab.report_index import copy_latest, report_dir, write_index
 
 SECTIONS = (
     ("how-to-read", "How to read this"),
@@ -41,18 +47,22 @@ _NAMES = {"compare": "report", "trajectories": "trajectories", "tune": "tune"}
 
 
 def report_paths(out_dir: Path, kind: str) -> dict[str, Path]:
-    stem = _NAMES.get(kind, kind)
-    out_dir = Path(out_dir)
+    """The latest report of ``kind`` at the top of ``out_dir``."""
+    return _paths(Path(out_dir), _NAMES.get(kind, kind))
+
+
+def sweep_report_paths(out_dir: Path, kind: str, sweep_id: str) -> dict[str, Path]:
+    """The report of one sweep, in its own folder: ``OUT/reports/<kind>-<id>/report.html``."""
+    return _paths(report_dir(out_dir, kind, sweep_id), "report")
+
+
+def _paths(out_dir: Path, stem: str) -> dict[str, Path]:
     return {
         "html": out_dir / f"{stem}.html",
         "md": out_dir / f"{stem}.md",
         "json": out_dir / f"{stem}.json",
         "figures": out_dir / "figures",
     }
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
 
 
 def how_to_read(results) -> str:
@@ -143,6 +153,7 @@ td{white-space:nowrap}td.wrap{white-space:normal;min-width:14em}
 th{background:#f3f3f3}tr:nth-child(even) td{background:#fafafa}
 img{max-width:100%;height:auto;border:1px solid #eee;margin:.4em 0}
 .meta{color:#666;font-size:.85em}.note{color:#666;font-style:italic}
+.banner{background:#fff4d6;border-left:4px solid #e0a800;padding:.5em .8em}
 nav a{margin-right:1em}
 """
 
@@ -169,7 +180,7 @@ class _Writer:
         kind = self.results.kind
         # compare's figures keep short names; other commands prefix theirs (no doubling).
         prefix = "" if kind == "compare" or name.startswith(kind) else f"{kind}-"
-        path = self.paths["figures"] / f"{_slug(prefix + name)}.png"
+        path = self.paths["figures"] / f"{slug(prefix + name)}.png"
         atomic_write_bytes(path, data)
         self.files.append(path)
         self.html.append(_img(data, alt))
@@ -200,14 +211,17 @@ class _Writer:
 
 
 def write_report(results, out_dir: Path, gif: bool | None = None) -> Path:
-    """Write the report for ``results`` into ``out_dir``; returns the HTML path.
+    """Write the report for ``results`` into its folder under ``out_dir``, copy it to the top
+    of ``out_dir`` as the latest of its kind, and update the index; returns the HTML path in
+    the sweep's own folder.
 
     ``gif``: animate trajectories (default: for ``trajectories`` sweeps only, since
     animations make the file larger and the build slower).
     """
     from optimlab.lab import plots
 
-    paths = report_paths(out_dir, results.kind)
+    out_dir = Path(out_dir)
+    paths = sweep_report_paths(out_dir, results.kind, results.sweep_id)
     if gif is None:
         gif = results.kind == "trajectories"
     w = _Writer(results, paths)
@@ -285,7 +299,7 @@ def write_report(results, out_dir: Path, gif: bool | None = None) -> Path:
             w.sub(problem)
             w.figure(
                 plots.plot_lr_finder(items, title=problem),
-                f"lr-finder-{problem}",
+                f"lr-find-{problem}",
                 f"lr range test on {problem}",
             )
             rows = [
@@ -307,24 +321,77 @@ def write_report(results, out_dir: Path, gif: bool | None = None) -> Path:
             f"trajectories on {problem}",
         )
         if gif:
-            target = paths["figures"] / f"trajectories-{_slug(problem)}.gif"
+            target = paths["figures"] / f"trajectories-{slug(problem)}.gif"
             if plots.save_trajectory_gif(results, problem, target) is not None:
                 w.gif(target, f"animated trajectories on {problem}")
     if not two_d:
         w.note("No 2-D function in this sweep (see `optimlab trajectories`).")
 
     meta = _meta(results)
+    banners = banner_lines(results)
     nav = " ".join(f'<a href="#{a}">{html.escape(t)}</a>' for a, t in SECTIONS)
     page = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
         f'<h1>{html.escape(title)}</h1><p class="meta">{html.escape(meta)}</p>'
-        f"<nav>{nav}</nav>" + "\n".join(w.html) + "</body></html>\n"
+        + "".join(
+            f'<p class="banner"><b>{html.escape(head)}</b> {html.escape(text)}</p>'
+            for head, text in banners
+        )
+        + f"<nav>{nav}</nav>"
+        + "\n".join(w.html)
+        + "</body></html>\n"
     )
+    md_head = f"# {title}\n\n{meta}\n\n" + "".join(f"> **{h}** {t}\n\n" for h, t in banners)
+    markdown = md_head + "\n".join(w.md)
     atomic_write_text(paths["html"], page)
-    atomic_write_text(paths["md"], f"# {title}\n\n{meta}\n\n" + "\n".join(w.md))
+    atomic_write_text(paths["md"], markdown)
+    # The summary last: the index takes a folder with one as a finished report.
     atomic_write_json(paths["json"], _json_summary(results))
+
+    latest = report_paths(out_dir, results.kind)
+    copy_latest(
+        [(paths[key], latest[key]) for key in ("html", "json")]
+        + [(f, latest["figures"] / f.relative_to(paths["figures"])) for f in w.files]
+    )
+    # The top-level Markdown points at this sweep's own figures: the top-level figures/ holds
+    # the latest figure of each name, which another command may have written since.
+    own = paths["md"].parent.relative_to(out_dir).as_posix()
+    atomic_write_text(latest["md"], markdown.replace("](figures/", f"]({own}/figures/"))
+    write_index(out_dir)
     return paths["html"]
+
+
+def banner_lines(results) -> list[tuple[str, str]]:
+    """What a reader must know before any number: a sweep that did not finish, a smoke run."""
+    banners = []
+    if not results.sweep.get("completed_at"):
+        banners.append(
+            (
+                "Partial results.",
+                "This sweep did not finish: it was interrupted, or is still running. The "
+                f"tables show the {len({r['run_id'] for r in results.runs})} runs stored so "
+                "far; run the same command again to complete it.",
+            )
+        )
+    for key, count in results.replaced.items():
+        banners.append(
+            (
+                "Problem changed.",
+                f"'{key}' is not the version behind {count} other run(s) stored in this "
+                "lab.db (its source, data or initial model differ): those were not reused, "
+                "and every number here comes from the version run now.",
+            )
+        )
+    if results.plan.get("quick"):
+        banners.append(
+            (
+                "Smoke run (--quick).",
+                "Tiny budgets, enough to exercise every part of the lab: these numbers say "
+                "nothing about the optimizers.",
+            )
+        )
+    return banners
 
 
 def plots_num(value) -> str:
@@ -353,6 +420,8 @@ def _json_summary(results) -> dict[str, Any]:
         {
             "sweep_id": results.sweep_id,
             "kind": results.kind,
+            "updated_at": results.sweep.get("updated_at"),
+            "completed_at": results.sweep.get("completed_at"),
             "plan": results.plan,
             "ranking": results.ranking(),
             "verdict": {

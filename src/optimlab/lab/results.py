@@ -98,7 +98,14 @@ class CellSummary:
 class Results:
     """The runs of one sweep and everything derived from them."""
 
-    def __init__(self, sweep: dict[str, Any], runs: list[dict], lr_finds: list[dict], out_dir):
+    def __init__(
+        self,
+        sweep: dict[str, Any],
+        runs: list[dict],
+        lr_finds: list[dict],
+        out_dir,
+        replaced: dict[str, int] | None = None,
+    ):
         self.sweep = sweep
         self.sweep_id: str = sweep["sweep_id"]
         self.kind: str = sweep["kind"]
@@ -106,6 +113,9 @@ class Results:
         self.runs = runs
         self.lr_finds = lr_finds
         self.out_dir = Path(out_dir) if out_dir is not None else None
+        #: user problem key -> how many stored runs were made from another version of it
+        #: (another source, data or initial model) and so were not used here.
+        self.replaced: dict[str, int] = dict(replaced or {})
         self._problems: dict[str, Any] = {}
         self._summaries: list[CellSummary] | None = None
 
@@ -113,10 +123,8 @@ class Results:
     @classmethod
     def load(cls, out_dir, sweep_id: str | None = None, kind: str | None = None) -> Results:
         """Read a sweep from ``out_dir/lab.db`` (default: the most recently updated one)."""
-        db = Path(out_dir) / "lab.db"
-        if not db.exists():
-            raise LabError(f"no lab database in '{out_dir}' (run `optimlab compare` first)")
-        with Store(out_dir) as store:
+        with Store(out_dir, read_only=True) as store:
+            db = store.path
             if sweep_id is None:
                 sweeps = store.sweeps(kind)
                 if not sweeps:
@@ -130,7 +138,12 @@ class Results:
                     )
             runs = store.sweep_runs(sweep["sweep_id"])
             finds = store.sweep_lr_finds(sweep["sweep_id"])
-        return cls(sweep, runs, finds, out_dir)
+            replaced = {}
+            for key, fingerprint in sweep["config"].get("fingerprints", {}).items():
+                others = [fp for fp in store.problem_fingerprints(key) if fp != fingerprint]
+                if others:
+                    replaced[key] = len(others)
+        return cls(sweep, runs, finds, out_dir, replaced)
 
     # -- structure ---------------------------------------------------------------------------
     @property
@@ -421,16 +434,20 @@ class Results:
         return plots.plot_trajectories(self, problem)
 
     def write_report(self, out_dir=None) -> Path:
-        """Write the HTML report, Markdown summary and PNGs; returns the HTML path."""
+        """Write the HTML report, Markdown summary and PNGs into this sweep's folder under
+        ``out_dir`` (default: where it was loaded from); returns the HTML path."""
         from optimlab.lab.report import write_report
 
         return write_report(self, Path(out_dir) if out_dir is not None else self.out_dir)
 
     @property
     def report_path(self) -> Path | None:
-        from optimlab.lab.report import report_paths
+        """This sweep's own report (``OUT/reports/<kind>-<id>/report.html``)."""
+        from optimlab.lab.report import sweep_report_paths
 
-        return None if self.out_dir is None else report_paths(self.out_dir, self.kind)["html"]
+        if self.out_dir is None:
+            return None
+        return sweep_report_paths(self.out_dir, self.kind, self.sweep_id)["html"]
 
     # -- display -----------------------------------------------------------------------------
     def table_rows(self) -> tuple[list[str], list[list[str]]]:

@@ -28,21 +28,17 @@ marked ``diverged``: its final loss is ``inf`` and it ranks last.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import platform
 import socket
 import statistics
 import time
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch
 
-from optimlab.lab.presets import jsonable
-from optimlab.lab.store import now
+from optimlab.lab.identity import config_hash, jsonable, now, versions
+from optimlab.lab.reproducible import seeded_globals, torch_threads
 
 #: Bump when what a run measures changes, so that old rows are not mistaken for new ones.
 PROTOCOL_VERSION = 1
@@ -67,13 +63,16 @@ def make_run_config(
     seed: int,
     engine: str = "auto",
     evals: int = DEFAULT_EVALS,
+    fingerprint: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The full configuration of a run: everything that can change its numbers.
 
     ``problem`` is a key that :func:`optimlab.lab.problems.load_problem` accepts, ``optimizer``
     a registry name and ``hparams`` all of its hyperparameters, ``lr`` included.
+    ``fingerprint`` is a user problem's :func:`~optimlab.lab.fingerprint.problem_fingerprint`
+    (built-in problems have none: the protocol version stands for their code).
     """
-    return {
+    config = {
         "problem": problem,
         "optimizer": optimizer,
         "hparams": jsonable(dict(sorted(hparams.items()))),
@@ -83,56 +82,14 @@ def make_run_config(
         "evals": int(evals),
         "protocol": PROTOCOL_VERSION,
     }
-
-
-def config_hash(config: dict[str, Any]) -> str:
-    """A stable id for a configuration: SHA-256 of its canonical JSON, shortened."""
-    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:20]
+    if fingerprint:
+        config["problem_fingerprint"] = dict(fingerprint)
+    return config
 
 
 def run_id(config: dict[str, Any]) -> str:
     """A run's id: the hash of its full configuration (which includes the seed)."""
     return config_hash(config)
-
-
-def versions() -> dict[str, str]:
-    """Versions of what produced a number, stored with every run."""
-    import optimlab
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "optimlab": getattr(optimlab, "__version__", "unknown"),
-    }
-
-
-@contextmanager
-def torch_threads(threads: int | None):
-    """Run with ``threads`` intra-op threads (``None``: leave torch's setting alone)."""
-    if threads is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-@contextmanager
-def seeded_globals(seed: int):
-    """Seed torch's and NumPy's global RNGs (for dropout and the like), restoring them after."""
-    np_state = np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        np.random.seed(seed % 2**32)
-        try:
-            yield
-        finally:
-            np.random.set_state(np_state)
 
 
 def hparams_for_torch(hparams: dict[str, Any]) -> dict[str, Any]:
@@ -170,12 +127,14 @@ def execute_run(config: dict[str, Any], threads: int | None = 1) -> dict[str, An
 
     Runs in a worker process (or in-process with ``workers=1``); touches no files.
     """
+    from optimlab.lab.fingerprint import check_unchanged
     from optimlab.lab.optimizers import build_optimizer
-    from optimlab.lab.presets import OptimizerSpec
     from optimlab.lab.problem_lookup import resolve_problem
+    from optimlab.lab.specs import OptimizerSpec
 
     started_at, t_start = now(), time.perf_counter()
     problem = resolve_problem(config["problem"])
+    check_unchanged(config)
     steps, seed = config["steps"], config["seed"]
     spec = OptimizerSpec(label=config["optimizer"], name=config["optimizer"])
     with torch_threads(threads), seeded_globals(seed):

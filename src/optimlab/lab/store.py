@@ -23,15 +23,18 @@ its own tables.
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from optimlab.lab.errors import LabError
+from optimlab.lab.identity import now
 
 DB_NAME = "lab.db"
 SCHEMA_VERSION = 1
@@ -88,9 +91,25 @@ _RUN_JSON = ("config", "final", "curve", "versions")
 _FIND_JSON = ("config", "result", "versions")
 
 
-def now() -> str:
-    """UTC timestamp with microseconds (ISO 8601), the store's one time format."""
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+#: ``PRAGMA application_id`` of a lab database ("olab" in ASCII): SQLite's own way to mark a
+#: file as belonging to one application, so the lab can tell its files from anyone else's.
+APPLICATION_ID = 0x6F6C6162
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+#: Tables every lab database has (a database made before APPLICATION_ID is recognised by them).
+_LAB_TABLES = {"meta", "runs", "lr_finds", "sweeps", "sweep_items"}
+
+
+def _guarded(method):
+    """Turn SQLite errors in a :class:`Store` method into a one-line :class:`LabError`."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            raise self._error(exc) from exc
+
+    return wrapper
 
 
 class Store:
@@ -99,37 +118,172 @@ class Store:
     All writes happen in ``BEGIN IMMEDIATE`` transactions. The database runs in WAL mode so
     ``optimlab report`` (a reader) never blocks a running sweep (the writer), and so that a
     killed writer leaves the file consistent.
+
+    Opening checks the file before anything is written to it: a file of another application
+    (or not SQLite at all), a damaged database (``PRAGMA quick_check``) or one written by a newer
+    optimlab (``meta.schema_version``) raises :class:`LabError` saying what to do, and the file
+    is left exactly as it was. ``read_only=True`` opens an existing database without writing
+    anything to it (not even the schema), which also works in a directory the user cannot
+    write.
     """
 
-    def __init__(self, out_dir: str | Path) -> None:
+    def __init__(self, out_dir: str | Path, *, read_only: bool = False) -> None:
         self.out_dir = Path(out_dir)
         self.path = self.out_dir / DB_NAME
+        self.read_only = read_only
+        conn = None
         try:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
-            self._conn.row_factory = sqlite3.Row
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA busy_timeout=60000")
-        except sqlite3.DatabaseError as exc:
-            raise LabError(f"cannot open the lab database '{self.path}': {exc}") from None
-        except OSError as exc:
-            raise LabError(f"cannot open the lab database '{self.path}': {exc.strerror}") from None
-        self._create_schema()
+            conn = self._open_read_only() if read_only else self._open_for_writing()
+            self._check(conn)
+            if read_only and os.access(self.out_dir, os.W_OK) and os.access(self.path, os.W_OK):
+                # A lab database where we may write: an ordinary connection, that writes
+                # nothing but, closing last, tidies the WAL files away as the writers' do.
+                conn.close()
+                conn = None
+                conn = self._connect(str(self.path))
+            elif not read_only:
+                conn.execute("PRAGMA journal_mode=WAL")
+            self._conn = conn
+        except BaseException as exc:
+            if conn is not None:
+                conn.close()
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise self._error(exc) from exc
+            if isinstance(exc, OSError):
+                reason = exc.strerror or type(exc).__name__
+                raise LabError(f"cannot open the lab database '{self.path}': {reason}") from None
+            raise
 
-    # -- plumbing ----------------------------------------------------------------------------
-    def _create_schema(self) -> None:
+    # -- opening and checking ----------------------------------------------------------------
+    @staticmethod
+    def _connect(target: str, uri: bool = False) -> sqlite3.Connection:
+        conn = sqlite3.connect(target, timeout=60.0, isolation_level=None, uri=uri)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA busy_timeout=60000")
+        return conn
+
+    def _read_header(self) -> bytes | None:
+        """The first bytes of the file, or ``None`` when there is no file or it is empty."""
+        if not self.path.exists():
+            return None
+        with open(self.path, "rb") as handle:
+            return handle.read(len(_SQLITE_MAGIC)) or None
+
+    def _refuse_non_sqlite(self, header: bytes | None) -> None:
+        if header is not None and header != _SQLITE_MAGIC:
+            raise LabError(
+                f"'{self.path}' is not a lab database (not even an SQLite file); the lab leaves "
+                "it alone: move it aside or use another --out"
+            )
+
+    def _open_for_writing(self) -> sqlite3.Connection:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        header = self._read_header()
+        self._refuse_non_sqlite(header)
+        conn = self._connect(str(self.path))
+        if header is None:
+            self._create_schema(conn)
+        return conn
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        if not self.path.is_file():
+            raise LabError(f"no lab database in '{self.out_dir}' (run `optimlab compare` first)")
+        self._refuse_non_sqlite(self._read_header())
+        uri = f"file:{quote(str(self.path.resolve()))}?mode=ro"
+        conn = self._connect(uri, uri=True)
         try:
-            # executescript commits on its own; CREATE ... IF NOT EXISTS is idempotent, so two
-            # processes creating the schema at once is harmless.
-            self._conn.executescript(_SCHEMA)
-            with self.transaction() as conn:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError:
+            # A WAL database needs its -shm file, which a read-only directory cannot hold;
+            # nobody can be writing there, so reading the file as it is is safe.
+            conn.close()
+            conn = self._connect(uri + "&immutable=1", uri=True)
+        return conn
+
+    def _create_schema(self, conn: sqlite3.Connection) -> None:
+        """Mark a new, empty file as a lab database and create the tables, in one transaction
+        (a crash leaves either an empty file or a complete schema)."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Another process may have created it meanwhile (two commands started together).
+            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            if tables == 0 and self._application_id(conn) == 0:
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
                 conn.execute(
-                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
                     (str(SCHEMA_VERSION),),
                 )
-        except sqlite3.DatabaseError as exc:
-            raise LabError(f"cannot use the lab database '{self.path}': {exc}") from None
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
+    @staticmethod
+    def _application_id(conn: sqlite3.Connection) -> int:
+        return int(conn.execute("PRAGMA application_id").fetchone()[0])
+
+    def _check(self, conn: sqlite3.Connection) -> None:
+        """Refuse a database that is not the lab's, is damaged, or is newer than this code."""
+        app = self._application_id(conn)
+        tables = {
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        if app != APPLICATION_ID and (app != 0 or not tables >= _LAB_TABLES):
+            others = ", ".join(sorted(tables - _LAB_TABLES)[:5]) or "no tables"
+            raise LabError(
+                f"'{self.path}' is not a lab database (it holds {others}); the lab leaves it "
+                "alone: use another --out, or move the file aside"
+            )
+        problems = [row[0] for row in conn.execute("PRAGMA quick_check(3)")]
+        if problems != ["ok"]:
+            lines = [ln for p in problems for ln in p.splitlines() if not ln.startswith("***")]
+            raise self._damaged("; ".join(lines) or "quick_check failed")
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        version = row[0] if row is not None else None
+        try:
+            number = int(version)
+        except (TypeError, ValueError):
+            number = None
+        if number is None or number < 1:
+            raise LabError(
+                f"'{self.path}' has an unknown schema version {version!r} (this optimlab writes "
+                f"schema {SCHEMA_VERSION}): use another --out, or move the file aside"
+            )
+        if number > SCHEMA_VERSION:
+            raise LabError(
+                f"'{self.path}' was written by a newer optimlab (schema {number}; this one reads "
+                f"schema {SCHEMA_VERSION}): upgrade optimlab, or use another --out"
+            )
+        if app == 0 and not self.read_only:
+            # A lab database from before the application id existed: mark it now.
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+
+    def _damaged(self, detail: str) -> LabError:
+        return LabError(
+            f"the lab database '{self.path}' is damaged ({detail}): move it aside "
+            f"(mv {self.path} {self.path}.damaged) and run the command again, which recomputes "
+            f"its runs; `sqlite3 {self.path}.damaged .recover` may salvage them"
+        )
+
+    def _error(self, exc: sqlite3.DatabaseError) -> LabError:
+        """A one-line message for an SQLite error, saying what to do about it."""
+        text = str(exc)
+        lowered = text.lower()
+        if any(w in lowered for w in ("malformed", "not a database", "corrupt", "decode")):
+            return self._damaged(text)
+        if "locked" in lowered or "busy" in lowered:
+            return LabError(
+                f"the lab database '{self.path}' stayed locked by another process for a minute "
+                f"({text}); try again when that command has finished"
+            )
+        if "readonly" in lowered or "read-only" in lowered:
+            return LabError(f"cannot write to the lab database '{self.path}': {text}")
+        return LabError(f"cannot use the lab database '{self.path}': {text}")
+
+    # -- plumbing ----------------------------------------------------------------------------
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on any exception."""
@@ -156,10 +310,12 @@ class Store:
         return f"sqlite:///{self.path.resolve()}"
 
     # -- runs --------------------------------------------------------------------------------
+    @_guarded
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         row = self._conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         return None if row is None else _decode(row, _RUN_JSON)
 
+    @_guarded
     def put_run(self, record: dict[str, Any], links: Iterable[dict[str, str]] = ()) -> None:
         """Insert a finished run and its sweep links atomically (an existing run is kept)."""
         with self.transaction() as conn:
@@ -186,18 +342,29 @@ class Store:
             )
             self._link(conn, record["run_id"], "run", links)
 
+    @_guarded
+    def problem_fingerprints(self, problem: str) -> list[dict[str, str] | None]:
+        """The problem fingerprint of every stored run of ``problem`` (a problem key), ``None``
+        for runs made without one."""
+        rows = self._conn.execute("SELECT config FROM runs WHERE problem = ?", (problem,))
+        return [_decode(row, ("config",))["config"].get("problem_fingerprint") for row in rows]
+
+    @_guarded
     def count_runs(self) -> int:
         return self._conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
 
+    @_guarded
     def all_runs(self) -> list[dict[str, Any]]:
         rows = self._conn.execute("SELECT * FROM runs ORDER BY finished_at").fetchall()
         return [_decode(row, _RUN_JSON) for row in rows]
 
     # -- lr range tests ----------------------------------------------------------------------
+    @_guarded
     def get_lr_find(self, find_id: str) -> dict[str, Any] | None:
         row = self._conn.execute("SELECT * FROM lr_finds WHERE find_id = ?", (find_id,)).fetchone()
         return None if row is None else _decode(row, _FIND_JSON)
 
+    @_guarded
     def put_lr_find(self, record: dict[str, Any], links: Iterable[dict[str, str]] = ()) -> None:
         with self.transaction() as conn:
             conn.execute(
@@ -218,6 +385,7 @@ class Store:
             self._link(conn, record["find_id"], "lr_find", links)
 
     # -- sweeps ------------------------------------------------------------------------------
+    @_guarded
     def begin_sweep(self, sweep_id: str, kind: str, config: dict[str, Any]) -> None:
         """Record a sweep (or touch it when it already exists: the command is resuming)."""
         stamp = now()
@@ -229,6 +397,7 @@ class Store:
                 (sweep_id, kind, _dumps(config), stamp, stamp),
             )
 
+    @_guarded
     def finish_sweep(self, sweep_id: str) -> None:
         stamp = now()
         with self.transaction() as conn:
@@ -237,6 +406,7 @@ class Store:
                 (stamp, stamp, sweep_id),
             )
 
+    @_guarded
     def link(self, item_id: str, item_kind: str, links: Iterable[dict[str, str]]) -> None:
         """Attach an existing run (found in the store, not recomputed) to sweeps."""
         with self.transaction() as conn:
@@ -253,12 +423,24 @@ class Store:
             ],
         )
 
+    @_guarded
     def get_sweep(self, sweep_id: str) -> dict[str, Any] | None:
-        row = self._conn.execute(
-            "SELECT * FROM sweeps WHERE sweep_id = ? OR sweep_id LIKE ?", (sweep_id, sweep_id + "%")
-        ).fetchone()
-        return None if row is None else _decode(row, ("config",))
+        """The sweep with this id or id prefix; a prefix that fits several raises LabError."""
+        prefix = sweep_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = self._conn.execute(
+            "SELECT * FROM sweeps WHERE sweep_id = ? OR sweep_id LIKE ? ESCAPE '\\'"
+            " ORDER BY updated_at DESC LIMIT 6",
+            (sweep_id, prefix + "%"),
+        ).fetchall()
+        exact = [row for row in rows if row["sweep_id"] == sweep_id]
+        if exact or len(rows) == 1:
+            return _decode((exact or rows)[0], ("config",))
+        if len(rows) > 1:
+            ids = ", ".join(row["sweep_id"][:12] for row in rows[:5])
+            raise LabError(f"sweep id '{sweep_id}' is ambiguous: it starts {ids}; give more of it")
+        return None
 
+    @_guarded
     def sweeps(self, kind: str | None = None) -> list[dict[str, Any]]:
         """All sweeps, most recently updated first."""
         query, args = "SELECT * FROM sweeps", ()
@@ -267,6 +449,7 @@ class Store:
         rows = self._conn.execute(query + " ORDER BY updated_at DESC", args).fetchall()
         return [_decode(row, ("config",)) for row in rows]
 
+    @_guarded
     def sweep_runs(self, sweep_id: str) -> list[dict[str, Any]]:
         """Runs of a sweep, each with its ``role`` and optimizer ``label`` from the link."""
         rows = self._conn.execute(
@@ -279,6 +462,7 @@ class Store:
         ).fetchall()
         return [_decode(row, _RUN_JSON) for row in rows]
 
+    @_guarded
     def sweep_lr_finds(self, sweep_id: str) -> list[dict[str, Any]]:
         rows = self._conn.execute(
             "SELECT lr_finds.*, sweep_items.optimizer AS label,"
@@ -300,5 +484,11 @@ def _decode(row: sqlite3.Row, json_columns: tuple[str, ...]) -> dict[str, Any]:
     record = dict(row)
     for column in json_columns:
         if column in record and record[column] is not None:
-            record[column] = json.loads(record[column])
+            try:
+                record[column] = json.loads(record[column])
+            except ValueError as exc:
+                # SQLite keeps no checksums: garbage inside a row shows up here.
+                raise sqlite3.DatabaseError(
+                    f"database corrupt: unreadable {column}: {exc}"
+                ) from exc
     return record

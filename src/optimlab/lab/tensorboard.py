@@ -18,13 +18,13 @@ import math
 import shutil
 from pathlib import Path
 
-from optimlab.lab.report import _slug
+from optimlab.lab.files import slug
 
 
 def run_dir(root: Path, run: dict) -> Path:
     lr = run["config"]["hparams"].get("lr")
     name = f"{run['role']}-lr={lr:.4g}-seed={run['seed']}" if lr is not None else run["run_id"]
-    return Path(root) / _slug(run["problem_name"]) / _slug(run["label"]) / _slug(name)
+    return Path(root) / slug(run["problem_name"]) / slug(run["label"]) / slug(name)
 
 
 def write_event_files(results, root: Path) -> Path:

@@ -139,7 +139,7 @@ def optimizer_defaults(name: str, hparams: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from optimlab.lab.optimizers import build_optimizer
-    from optimlab.lab.presets import OptimizerSpec
+    from optimlab.lab.specs import OptimizerSpec
 
     opt = build_optimizer(OptimizerSpec(name, name, dict(hparams)), [torch.zeros(1)], lr=1e-3)
     return dict(opt.defaults)

@@ -11,6 +11,9 @@ A user problem is any function that takes no arguments and returns a
 For the ``module:function`` form the current directory is searched as well, so a file
 ``myproblems.py`` next to where ``optimlab`` is run works as ``myproblems:my_problem``.
 See ``docs/problems.md`` for a complete example.
+
+A user's module whose file has changed since this process loaded it is loaded again, so a
+notebook that edits its problem file and compares again runs what the file now says.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import importlib
+import importlib.machinery
 import importlib.util
 import keyword
 import os
@@ -29,6 +33,15 @@ from .base import Problem
 __all__ = ["available_problems", "get_problem", "load_problem", "register_problem"]
 
 _REGISTRY: dict[str, Problem] = {}
+#: module name -> SHA-256 of the source file it was loaded from (user modules only).
+_LOADED_FROM: dict[str, str] = {}
+
+
+def _file_digest(path: str | os.PathLike) -> str | None:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def register_problem(problem: Problem, *, overwrite: bool = False) -> Problem:
@@ -123,12 +136,26 @@ def _import(spec: str, module_name: str):
     if added:
         sys.path.append(cwd)
     try:
-        return importlib.import_module(module_name)
+        module = importlib.import_module(module_name)
+        file = getattr(module, "__file__", None)
+        digest = None if file is None else _file_digest(file)
+        if digest is not None and _LOADED_FROM.setdefault(module_name, digest) != digest:
+            module = importlib.reload(module)  # edited since this process imported it
+            _LOADED_FROM[module_name] = digest
+        return module
     except ImportError as exc:
         raise ValueError(f"Problem spec {spec!r}: cannot import {module_name!r}: {exc}") from None
     finally:
         if added and cwd in sys.path:
             sys.path.remove(cwd)
+
+
+class _SourceOnly(importlib.machinery.SourceFileLoader):
+    """A loader that always compiles the source (``path_stats`` failing disables the bytecode
+    cache, as the ``SourceLoader`` protocol specifies)."""
+
+    def path_stats(self, path):
+        raise OSError("no bytecode cache for user problems")
 
 
 def _import_file(spec: str, filename: str):
@@ -139,9 +166,16 @@ def _import_file(spec: str, filename: str):
     # loading the same spec gets the same module name.
     digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
     name = f"optimlab_user_problem_{path.stem}_{digest}"
-    if name in sys.modules:  # loading the same file twice gives the same problem objects
+    source = _file_digest(path)
+    if name in sys.modules and _LOADED_FROM.get(name) == source:
+        # Loading the same, unchanged file twice gives the same problem objects.
         return sys.modules[name]
-    file_spec = importlib.util.spec_from_file_location(name, path)
+    # Compiled from the source every time, never from a cached .pyc: a cache is keyed on the
+    # file's mtime (whole seconds) and size, so an edit that keeps the size within the same
+    # second would run the old code.
+    file_spec = importlib.util.spec_from_file_location(
+        name, path, loader=_SourceOnly(name, str(path))
+    )
     if file_spec is None or file_spec.loader is None:
         raise ValueError(f"Problem spec {spec!r}: cannot load {str(path)!r} as Python")
     module = importlib.util.module_from_spec(file_spec)
@@ -151,4 +185,5 @@ def _import_file(spec: str, filename: str):
     except BaseException:
         del sys.modules[name]
         raise
+    _LOADED_FROM[name] = source
     return module

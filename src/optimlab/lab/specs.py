@@ -13,16 +13,22 @@ TOML. Commas inside parentheses belong to the value, so tuples need no quoting t
 
 The learning rate is what the lab tunes, so it is normally left out; a spec that fixes ``lr``
 is run at that one learning rate (no tuning) and the report says so.
+
+This module only reads the text: whether the hyperparameters are valid for the optimizer is
+checked by :func:`optimlab.lab.optimizers.parse_optimizers`, which builds it once.
 """
 
 from __future__ import annotations
 
 import ast
 import json
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from optimlab.lab.errors import LabError
+from optimlab.lab.identity import jsonable
 
 #: Presets: name -> (registry name, hyperparameters, one-line description).
 PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
@@ -60,17 +66,15 @@ class OptimizerSpec:
         return hash(json.dumps(self.to_json(), sort_keys=True))
 
 
-def jsonable(value: Any) -> Any:
-    """Tuples become lists, recursively, so values survive a JSON round trip unchanged."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    return value
+def registry_names() -> list[str]:
+    """Names accepted by :func:`optimlab.create_optimizer` (lower case, registry order)."""
+    from optimlab import available_optimizers
+
+    return [name.lower() for name in available_optimizers()]
 
 
-def _split_top_level(text: str) -> list[str]:
-    """Split on commas that are not inside (), [] or {}."""
+def split_top_level(text: str) -> list[str]:
+    """Split on commas that are not inside (), [] or {}; empty pieces are dropped."""
     parts, depth, start = [], 0, 0
     for i, char in enumerate(text):
         if char in "([{":
@@ -84,30 +88,66 @@ def _split_top_level(text: str) -> list[str]:
     return [p.strip() for p in parts if p.strip()]
 
 
+def split_specs(values: Sequence[str] | str | None) -> list[str]:
+    """Optimizer or problem specs from ``nargs='+'`` values that may also be comma-separated.
+
+    ``adam:betas=(0.9,0.99),eps=1e-6`` stays one spec: a piece holding ``=`` but no ``:``
+    continues the previous spec's hyperparameters.
+    """
+    if values is None:
+        return []
+    if isinstance(values, str):
+        values = [values]
+    out: list[str] = []
+    for value in values:
+        for piece in split_top_level(str(value)):
+            if out and "=" in piece and ":" not in piece and ":" in out[-1]:
+                out[-1] += "," + piece
+            else:
+                out.append(piece)
+    return out
+
+
 def _parse_value(spec: str, key: str, raw: str) -> Any:
     if raw.lower() in _WORDS:
         return _WORDS[raw.lower()]
     try:
         value = ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
+        if _has_complex(value):
+            raise ValueError(raw)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
         raise LabError(
             f"bad optimizer spec '{spec}': value of '{key}' is not a number, bool or tuple: {raw!r}"
         ) from None
     if isinstance(value, list):
         value = tuple(value)
+    if not _finite(value):
+        raise LabError(f"bad optimizer spec '{spec}': value of '{key}' must be finite: {raw!r}")
     return value
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (tuple, list)):
+        return all(_finite(v) for v in value)
+    return True
+
+
+def _has_complex(value: Any) -> bool:
+    if isinstance(value, (tuple, list, set, frozenset)):
+        return any(_has_complex(v) for v in value)
+    return isinstance(value, complex)
 
 
 def parse_optimizer(text: str, known: list[str] | None = None) -> OptimizerSpec:
     """Parse ``"name[:key=value,...]"`` into an :class:`OptimizerSpec`.
 
-    ``known`` are the registry names; unknown names raise :class:`LabError` listing the choices.
-    Whether the hyperparameters are valid for that optimizer is checked by
-    :func:`optimlab.lab.optimizers.validate_spec`, which builds it once.
+    ``known`` are the registry names (default: :func:`registry_names`); unknown names raise
+    :class:`LabError` listing the choices. Whether the hyperparameters are valid for that
+    optimizer is checked by :func:`optimlab.lab.optimizers.validate_spec`, which builds it once.
     """
     if known is None:
-        from optimlab.lab.optimizers import registry_names
-
         known = registry_names()
     original = text
     text = text.strip()
@@ -124,7 +164,7 @@ def parse_optimizer(text: str, known: list[str] | None = None) -> OptimizerSpec:
         choices = ", ".join([*known, *PRESETS])
         raise LabError(f"unknown optimizer '{head}' (choose from: {choices})")
     overrides: dict[str, Any] = {}
-    for item in _split_top_level(tail):
+    for item in split_top_level(tail):
         key, eq, raw = item.partition("=")
         key = key.strip()
         if not eq or not key.isidentifier():
@@ -142,7 +182,8 @@ def parse_optimizer(text: str, known: list[str] | None = None) -> OptimizerSpec:
 
 def _format(value: Any) -> str:
     if isinstance(value, tuple):
-        return "(" + ",".join(_format(v) for v in value) + ")"
+        inner = ",".join(_format(v) for v in value)
+        return f"({inner},)" if len(value) == 1 else f"({inner})"
     return repr(value) if isinstance(value, str) else str(value)
 
 
