@@ -120,10 +120,16 @@ def _add_foreach(xs, ys, a):
 
 
 def _add_foreach_(xs, ys, a):
-    if isinstance(a, list):
-        torch._foreach_add_(xs, torch._foreach_mul(ys, a))
-    else:
+    if not isinstance(a, list):
         torch._foreach_add_(xs, ys, alpha=a)
+        return
+    # one fused x + α·y per distinct α (Muon's per-shape lr: a few), so each element rounds
+    # once, as add_(y, alpha=α) does, not twice as a multiply then an add would
+    by_alpha: dict[float, list[int]] = {}
+    for i, alpha in enumerate(a):
+        by_alpha.setdefault(alpha, []).append(i)
+    for alpha, idx in by_alpha.items():
+        torch._foreach_add_([xs[i] for i in idx], [ys[i] for i in idx], alpha=alpha)
 
 
 def _clamp_foreach_(xs, lo, hi):
