@@ -153,7 +153,7 @@ def tune(
     """An Optuna search for one optimizer on one problem; returns :class:`Results`.
 
     ``lr`` is searched log-uniformly over the problem's range; ``hparams="all"`` (or a list
-    of names from :data:`optimlab.lab.tuning.SEARCH_SPACES`) adds other hyperparameters.
+    of names from :func:`optimlab.lab.tuning.search_space`) adds other hyperparameters.
     ``storage`` is any Optuna storage URL; machines running the same ``tune`` against the same
     URL share one study. The best setting is rerun on ``seeds`` seeds. Other keyword arguments
     are those of :func:`compare`.

@@ -274,10 +274,9 @@ def execute_lr_find(config: dict[str, Any], threads: int | None = 1) -> dict[str
     spec = OptimizerSpec(label=config["optimizer"], name=config["optimizer"])
     with torch_threads(threads), seeded_globals(config["seed"]):
         instance = problem.make(config["seed"])
-        params = [p for p in instance.model.parameters() if p.requires_grad]
         optimizer = build_optimizer(
             spec,
-            params,
+            instance.model,
             engine=config["engine"],
             **{**hparams_for_torch(config["hparams"]), "lr": config["start_lr"]},
         )

@@ -41,12 +41,15 @@ def describe_optimizer(name: str) -> str:
 
 def build_optimizer(
     spec: OptimizerSpec | str,
-    params: Iterable[torch.Tensor] | Iterable[dict],
+    params: Iterable[torch.Tensor] | Iterable[dict] | torch.nn.Module,
     *,
     engine: str = "auto",
     **hparams: Any,
 ) -> torch.optim.Optimizer:
-    """Build the optimizer described by ``spec`` over ``params``.
+    """Build the optimizer described by ``spec`` over ``params``: tensors, param groups, or
+    a whole model, which the optimizer's class splits as it is meant to be used
+    (:meth:`optimlab.optim.Optimizer.param_groups_for`: Muon takes the hidden matrices and
+    gives the rest to AdamW).
 
     ``hparams`` (for example the ``lr`` chosen by tuning) override the spec's own values.
     Bad names and bad hyperparameter values raise :class:`LabError` with the optimizer's own
@@ -54,8 +57,10 @@ def build_optimizer(
     """
     if isinstance(spec, str):
         spec = parse_optimizer(spec)
-    from optimlab import create_optimizer
+    from optimlab import create_optimizer, get_optimizer_class
 
+    if isinstance(params, torch.nn.Module):
+        params = get_optimizer_class(spec.name).param_groups_for(params)
     kwargs = {**spec.hparams, **hparams}
     try:
         return create_optimizer(spec.name, params, engine=engine, **kwargs)

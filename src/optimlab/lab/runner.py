@@ -141,7 +141,7 @@ def execute_run(config: dict[str, Any], threads: int | None = 1) -> dict[str, An
         instance = problem.make(seed)
         params = [p for p in instance.model.parameters() if p.requires_grad]
         optimizer = build_optimizer(
-            spec, params, engine=config["engine"], **hparams_for_torch(config["hparams"])
+            spec, instance.model, engine=config["engine"], **hparams_for_torch(config["hparams"])
         )
         result = _train(problem, instance, optimizer, params, steps, config["evals"])
     record = {

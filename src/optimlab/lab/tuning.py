@@ -19,10 +19,10 @@ report. Every added point is a run like any other, stored and found again on res
 decision to add it depends only on stored results, so a resumed sweep makes the same ones.
 
 **Optuna** (``search="optuna"``): TPE over ``lr`` (log-uniform over the same range) plus,
-on request, other hyperparameters from :data:`SEARCH_SPACES`. The study lives in the lab's
-SQLite file (``sqlite:///…/lab.db``) or any Optuna storage URL, e.g.
-``postgresql://user@host/db``: machines that run the same command against the same URL share
-one study (same name), each asking for trials until the study holds ``budget`` of them. A
+on request, the other hyperparameters the optimizer's class declares (:func:`search_space`).
+The study lives in the lab's SQLite file (``sqlite:///…/lab.db``) or any Optuna storage
+URL, e.g. ``postgresql://user@host/db``: machines that run the same command against the same
+URL share one study (same name), each asking for trials until the study holds ``budget`` of them. A
 trial interrupted by a crash is picked up again by the next run on the same host.
 """
 
@@ -31,13 +31,13 @@ from __future__ import annotations
 import math
 import os
 import socket
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from optimlab.lab.errors import LabError
 from optimlab.lab.objective import Objective
+from optimlab.optim.spec import Hyper
 
 #: Points a grid may grow by, in all, when its best learning rate lies at an edge. Three steps
 #: of the default 8-point grids reach 1.7 to 2.1 decades beyond the range.
@@ -62,61 +62,35 @@ def grid_lrs(lo: float, hi: float, budget: int) -> list[float]:
 # -- search spaces ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Param:
-    """One searchable hyperparameter: ``name`` is what Optuna sees, ``apply`` puts the sampled
-    value into the optimizer's keyword arguments (``beta1`` lives inside ``betas``)."""
-
-    name: str
-    low: float
-    high: float
-    log: bool = False
-    description: str = ""
-
-    def apply(self, value: float, kwargs: dict[str, Any], defaults: dict[str, Any]) -> None:
-        if self.name == "beta1":
-            betas = tuple(kwargs.get("betas", defaults.get("betas", (0.9, 0.999))))
-            kwargs["betas"] = (value, betas[1])
-        elif self.name == "one_minus_beta2":
-            betas = tuple(kwargs.get("betas", defaults.get("betas", (0.9, 0.999))))
-            kwargs["betas"] = (betas[0], 1.0 - value)
-        elif self.name == "one_minus_alpha":
-            kwargs["alpha"] = 1.0 - value
+def apply_hyper(
+    hyper: Hyper, value: float, kwargs: dict[str, Any], defaults: dict[str, Any]
+) -> None:
+    """Put a sampled ``value`` of ``hyper`` into the optimizer's keyword arguments: ``beta1``
+    and ``one_minus_beta2`` live inside ``betas``, ``one_minus_alpha`` is ``1 − alpha``."""
+    if hyper.name in ("beta1", "one_minus_beta2"):
+        betas = list(kwargs.get("betas", defaults.get("betas", (0.9, 0.999))))
+        if hyper.name == "beta1":
+            betas[0] = value
         else:
-            kwargs[self.name] = value
+            betas[1] = 1.0 - value
+        kwargs["betas"] = tuple(betas)
+    elif hyper.name == "one_minus_alpha":
+        kwargs["alpha"] = 1.0 - value
+    else:
+        kwargs[hyper.name] = value
 
 
-_BETA1 = Param("beta1", 0.5, 0.99, description="first-moment decay β1")
-_BETA2 = Param("one_minus_beta2", 1e-4, 1e-1, log=True, description="1 − β2 (second moment)")
-_EPS = Param("eps", 1e-10, 1e-4, log=True, description="ε")
-_WD = Param("weight_decay", 1e-6, 1e-1, log=True, description="weight decay")
-_ADAM = (_BETA1, _BETA2, _EPS, _WD)
+def search_space(optimizer: str) -> tuple[Hyper, ...]:
+    """The extra hyperparameters ``search="optuna"`` can tune for ``optimizer`` (beyond
+    ``lr``): what its class declares as ``search_space``."""
+    from optimlab import get_optimizer_class
 
-#: Extra hyperparameters ``search="optuna"`` can tune per optimizer (beyond ``lr``).
-SEARCH_SPACES: dict[str, tuple[Param, ...]] = {
-    "sgd": (Param("momentum", 0.5, 0.99, description="momentum μ"), _WD),
-    "adagrad": (_EPS, _WD),
-    "rmsprop": (
-        Param("one_minus_alpha", 1e-3, 1e-1, log=True, description="1 − α (square average)"),
-        _EPS,
-        Param("momentum", 0.0, 0.99, description="momentum"),
-        _WD,
-    ),
-    "adadelta": (Param("rho", 0.8, 0.999, description="ρ"), _EPS, _WD),
-    "adam": _ADAM,
-    "adamw": _ADAM,
-    "amsgrad": _ADAM,
-    "radam": _ADAM,
-    "adamax": _ADAM,
-    "nadam": _ADAM,
-    "adabound": _ADAM,
-    "amsbound": _ADAM,
-}
+    return tuple(get_optimizer_class(optimizer).search_space)
 
 
-def search_params(optimizer: str, which: str | list[str]) -> list[Param]:
+def search_params(optimizer: str, which: str | list[str]) -> list[Hyper]:
     """The extra hyperparameters to tune: ``"lr"`` (none), ``"all"`` or a list of names."""
-    space = SEARCH_SPACES.get(optimizer, ())
+    space = search_space(optimizer)
     if which == "lr" or which == ["lr"]:
         return []
     if which == "all":
@@ -141,7 +115,7 @@ def optimizer_defaults(name: str, hparams: dict[str, Any]) -> dict[str, Any]:
     from optimlab.lab.optimizers import build_optimizer
     from optimlab.lab.specs import OptimizerSpec
 
-    opt = build_optimizer(OptimizerSpec(name, name, dict(hparams)), [torch.zeros(1)], lr=1e-3)
+    opt = build_optimizer(OptimizerSpec(name, name, dict(hparams)), [torch.zeros(2, 2)], lr=1e-3)
     return dict(opt.defaults)
 
 
@@ -256,7 +230,7 @@ class OptunaTuner:
         objective: Objective,
         base: dict[str, Any],
         lr_range: tuple[float, float] | None,
-        params: list[Param],
+        params: list[Hyper],
         defaults: dict[str, Any],
         budget: int,
         parallel: int,
@@ -302,7 +276,7 @@ class OptunaTuner:
             kwargs["lr"] = values["lr"]
         for param in self.params:
             if param.name in values:
-                param.apply(values[param.name], kwargs, self.defaults)
+                apply_hyper(param, values[param.name], kwargs, self.defaults)
         return kwargs
 
     def _count(self, *states) -> int:

@@ -260,6 +260,13 @@ class Optimizer(torch.optim.Optimizer):
         return hp
 
     @classmethod
+    def param_groups_for(cls, model: torch.nn.Module) -> list:
+        """What this optimizer should be given for a whole ``model``: its trainable
+        parameters. An optimizer meant for some parameters only returns param groups that
+        send the others elsewhere (Muon: AdamW for all but the hidden matrices)."""
+        return [p for p in model.parameters() if p.requires_grad]
+
+    @classmethod
     def min_bytes_per_element(cls, group: dict) -> int:
         """The fewest bytes one step must move per parameter element in fp32: read θ and g,
         write θ (12), and read and write every state tensor shaped like θ that ``group``'s

@@ -162,12 +162,31 @@ class Muon(Optimizer):
         return not group["use_muon"]  # AdamW's bias corrections need it; Muon keeps none
 
     @classmethod
-    def for_model(cls, model: nn.Module, **kwargs) -> Muon:
-        """A Muon optimizer for a whole model: :func:`muon_param_groups` (its keyword
-        arguments: ``lr``, ``weight_decay``, ``adamw_lr``, ...) and the rest for the
-        constructor (``momentum``, ``engine``...)."""
-        split = {k: kwargs.pop(k) for k in list(kwargs) if k in _GROUP_ARGUMENTS}
-        return cls(muon_param_groups(model, **split), **kwargs)
+    def param_groups_for(
+        cls, model: nn.Module, *, muon: dict | None = None, adamw: dict | None = None, head=None
+    ) -> list[dict]:
+        """A whole model's param groups (:func:`muon_param_groups`): its hidden matrices on
+        Muon, the rest on AdamW. Without ``muon`` settings the Muon group uses
+        ``adjust_lr_fn="match_rms_adamw"``, so one ``lr`` and ``weight_decay`` (the
+        constructor's) suit both groups, as in Liu et al. (arXiv:2502.16982)."""
+        muon = {"adjust_lr_fn": "match_rms_adamw"} if muon is None else muon
+        return muon_param_groups(model, muon=muon, adamw=adamw, head=head)
+
+    @classmethod
+    def for_model(
+        cls,
+        model: nn.Module,
+        *,
+        muon: dict | None = None,
+        adamw: dict | None = None,
+        head=None,
+        **kwargs,
+    ) -> Muon:
+        """``Muon(Muon.param_groups_for(model, ...), **kwargs)``: one optimizer for a whole
+        model, e.g. ``Muon.for_model(model, lr=1e-3, weight_decay=0.1)`` (one lr for both
+        groups), or with Keller Jordan's settings ``Muon.for_model(model, muon={"lr": 0.02,
+        "adjust_lr_fn": None}, adamw={"lr": 3e-4, "betas": (0.9, 0.95)})``."""
+        return cls(cls.param_groups_for(model, muon=muon, adamw=adamw, head=head), **kwargs)
 
     @classmethod
     def min_bytes_per_element(cls, group: dict) -> int:
@@ -205,17 +224,6 @@ class Muon(Optimizer):
         ops.add_(s.params, ops.reshape_as(o, u), [-adjusted_lr(lr, fn, sh) for sh in s.shapes])
 
 
-_GROUP_ARGUMENTS = (
-    "lr",
-    "weight_decay",
-    "adamw_lr",
-    "adamw_betas",
-    "adamw_eps",
-    "adamw_weight_decay",
-    "head",
-)
-
-
 def adjusted_lr(lr: float, adjust_lr_fn: str | None, shape: tuple[int, ...]) -> float:
     """Muon's per-matrix lr for a parameter of ``shape`` (A rows, B = the rest flattened)."""
     rows, cols = shape[0], math.prod(shape[1:])
@@ -227,21 +235,20 @@ def adjusted_lr(lr: float, adjust_lr_fn: str | None, shape: tuple[int, ...]) -> 
 def muon_param_groups(
     model: nn.Module,
     *,
-    lr: float = 0.02,
-    weight_decay: float = 0.0,
-    adamw_lr: float = 3e-4,
-    adamw_betas: tuple[float, float] = (0.9, 0.95),
-    adamw_eps: float = 1e-8,
-    adamw_weight_decay: float = 0.0,
+    muon: dict | None = None,
+    adamw: dict | None = None,
     head: nn.Module | None = None,
 ) -> list[dict]:
     """Param groups for :class:`Muon` over a whole model, the way Muon's authors train one:
     the hidden weight matrices of ``nn.Linear`` and convolution layers on Muon (convolutions
-    flattened), everything else on AdamW: embeddings, 1-D parameters (biases, norms), the output
-    head (``head``, by default the last ``nn.Linear`` in module order) and any weight tied to
-    an embedding. Parameters that do not require gradients are left out.
+    flattened), everything else on AdamW (``use_muon=False``): embeddings, 1-D parameters
+    (biases, norms), the output head (``head``, by default the last ``nn.Linear`` in module
+    order) and any weight tied to an embedding. Parameters that do not require gradients are
+    left out. ``muon`` and ``adamw`` add settings to each group (``{"lr": 3e-4}``); what they
+    leave out comes from the optimizer's constructor, except AdamW's ``eps``, 1e-8 (the
+    constructor's ``eps`` is Newton–Schulz's).
 
-    >>> opt = optimlab.Muon(optimlab.muon_param_groups(model))  # doctest: +SKIP
+    >>> opt = optimlab.Muon(muon_param_groups(model, adamw={"lr": 3e-4}), lr=0.02)  # doctest: +SKIP
     """
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     head = head if head is not None else (linears[-1] if linears else None)
@@ -256,14 +263,7 @@ def muon_param_groups(
                 seen.add(id(w))
     rest = [p for p in model.parameters() if p.requires_grad and id(p) not in seen]
     groups = [
-        {"params": hidden, "lr": lr, "weight_decay": weight_decay, "flatten": True},
-        {
-            "params": rest,
-            "use_muon": False,
-            "lr": adamw_lr,
-            "betas": adamw_betas,
-            "eps": adamw_eps,
-            "weight_decay": adamw_weight_decay,
-        },
+        {"params": hidden, "flatten": True, **(muon or {})},
+        {"params": rest, "use_muon": False, "eps": 1e-8, **(adamw or {})},
     ]
     return [g for g in groups if g["params"]]
