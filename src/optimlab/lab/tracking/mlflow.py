@@ -38,6 +38,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from optimlab.lab.errors import LabError
 from optimlab.lab.tracking.base import Tracker
@@ -155,8 +156,10 @@ class MlflowTracker(Tracker):
         name = experiment_name(problem)
         experiment = self.client.get_experiment_by_name(name)
         if experiment is None:
-            # The local store keeps artifacts (none today) beside the database, not in the cwd.
-            location = (self.out / "mlartifacts").resolve().as_uri() if self.local else None
+            # The local store keeps artifacts (none today) beside the database, not in the
+            # working directory, one folder per experiment as MLflow lays them out.
+            folder = self.out / "mlartifacts" / quote(problem, safe="")
+            location = folder.resolve().as_uri() if self.local else None
             try:
                 return self.client.create_experiment(
                     name, artifact_location=location, tags={"optimlab.problem": problem}
