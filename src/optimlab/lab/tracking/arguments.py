@@ -23,7 +23,7 @@ def add_tracking_arguments(parser: argparse.ArgumentParser) -> None:
         "--track",
         nargs="+",
         type=backend,
-        default=[],
+        default=None,
         metavar="BACKEND",
         help="log every run to any of: tensorboard (event files in OUT/tensorboard), "
         "wandb (offline runs in OUT/wandb unless WANDB_MODE is set; upload them with "
@@ -41,4 +41,8 @@ def add_tracking_arguments(parser: argparse.ArgumentParser) -> None:
 
 def tracking_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The keyword arguments of :func:`optimlab.lab.compare` that the options above set."""
-    return {"track": args.track, "tensorboard": args.tensorboard, "mlflow_uri": args.mlflow_uri}
+    return {
+        "track": args.track or [],
+        "tensorboard": args.tensorboard,
+        "mlflow_uri": args.mlflow_uri,
+    }
