@@ -380,3 +380,106 @@ def test_wandb_is_offline_unless_told_otherwise(monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "sometimes")
     with pytest.raises(LabError, match="unknown W&B mode 'sometimes'"):
         resolve_mode()
+
+
+# -- the common view and the choice of backends (no tool involved) -----------------------------
+
+
+def _stored_run(role="final", label="adam", **final):
+    """A stored run as ``Results.runs`` holds it, with a diverged tail."""
+    return {
+        "run_id": "r" * 20,
+        "role": role,
+        "label": label,
+        "problem_name": "digits_mlp",
+        "seed": 1,
+        "config": {
+            "problem": "digits_mlp",
+            "optimizer": "adam",
+            "hparams": {"lr": 0.01, "betas": [0.9, 0.99], "seed": 7},
+            "steps": 4,
+            "seed": 1,
+            "engine": "auto",
+            "evals": 2,
+            "protocol": 1,
+        },
+        "final": {"train_loss": math.inf, "diverged": True, "sec_per_step": 0.002, **final},
+        "curve": {
+            "step": [0, 1, 2, 3],
+            "loss": [2.0, 1.5, float("nan"), math.inf],
+            "smooth": [2.0, 1.75, 1.6, 1.6],
+            "evals": {"step": [0, 2], "seconds": [0.0, 0.004], "train_loss": [2.0, 1.4]},
+            "diag": [{"step": 0, "group0/grad_norm": 3.0, "group0/lr": 0.01}],
+        },
+        "wall_time": 0.5,
+        "started_at": "2026-01-02T03:04:05.000000+00:00",
+        "finished_at": "2026-01-02T03:04:06.000000+00:00",
+        "versions": {"torch": "2.13.0", "optimlab": "0.1.0", "python": "3.11.7"},
+        "host": "box",
+    }
+
+
+class _Results:
+    def __init__(self, *runs):
+        self.sweep_id, self.kind, self.plan = "s" * 20, "compare", {"budget": 8, "search": "grid"}
+        self.runs = list(runs)
+
+
+def test_every_backend_gets_the_same_view_of_a_run():
+    [run] = tracked_runs(_Results(_stored_run()))
+    assert run.name == "final-lr=0.01-seed=1"
+    assert run.sweep_label == "compare-ssssssss"
+    assert run.tags == ["digits_mlp", "adam", "final", "compare-ssssssss"]
+    # Hyperparameters at the top level; one named like a lab field keeps its own name apart.
+    assert run.config["lr"] == 0.01 and run.config["betas"] == [0.9, 0.99]
+    assert run.config["hparams.seed"] == 7 and run.config["seed"] == 1
+    assert (run.config["steps"], run.config["tuning_budget"], run.config["torch"]) == (
+        4,
+        8,
+        "2.13.0",
+    )
+    # Non-finite points are left out; evaluations, their time and diagnostics keep their steps.
+    assert run.series["loss/train"] == [(0, 2.0), (1, 1.5)]
+    assert run.series["eval/train_loss"] == [(0, 2.0), (2, 1.4)]
+    assert run.series["time/train_seconds"] == [(0, 0.0), (2, 0.004)]
+    assert run.series["diag/group0/grad_norm"] == [(0, 3.0)]
+    assert run.rows()[0] == (
+        0,
+        {
+            "loss/train": 2.0,
+            "loss/train_smoothed": 2.0,
+            "eval/train_loss": 2.0,
+            "time/train_seconds": 0.0,
+            "diag/group0/grad_norm": 3.0,
+            "diag/group0/lr": 0.01,
+        },
+    )
+    assert run.last_step == 3
+    # A diverged run has no final loss to log, and says so.
+    assert "final/train_loss" not in run.final
+    assert run.final["final/diverged"] == 1.0
+    assert run.final["final/sec_per_step"] == 0.002
+    assert run.final["final/wall_time"] == 0.5
+
+
+def test_a_run_in_two_roles_or_under_two_labels_is_tracked_apart():
+    runs = tracked_runs(
+        _Results(_stored_run(), _stored_run(role="tune"), _stored_run(label="adam:eps=1e-8"))
+    )
+    assert len({run.track_id for run in runs}) == 3
+    again = tracked_runs(_Results(_stored_run()))
+    assert again[0].track_id == runs[0].track_id  # stable: the same run is the same id
+    assert len(runs[0].track_id) == 20
+
+
+def test_backends_are_chosen_once_each_in_a_fixed_order():
+    from optimlab.lab.errors import LabError
+    from optimlab.lab.tracking import make_trackers
+
+    names = [t.name for t in make_trackers(["mlflow", "WandB", "mlflow"], tensorboard=True)]
+    assert names == ["tensorboard", "wandb", "mlflow"]
+    [mlflow] = make_trackers((), mlflow_uri="http://localhost:5000")  # the URI implies MLflow
+    assert mlflow.name == "mlflow" and mlflow._uri == "http://localhost:5000"
+    assert make_trackers(None) == []
+    with pytest.raises(LabError, match="unknown tracking backend 'comet'"):
+        make_trackers("comet")
