@@ -33,6 +33,7 @@ from optimlab.lab.limits import (
 )
 from optimlab.lab.protocol import LR_FIND_STEPS, QUICK_LR_FIND_STEPS
 from optimlab.lab.specs import split_specs
+from optimlab.lab.tracking.arguments import add_tracking_arguments, tracking_kwargs
 
 
 class _Parser(argparse.ArgumentParser):
@@ -190,12 +191,7 @@ def _add_common(p: argparse.ArgumentParser, *, sweep: bool = True) -> None:
             metavar="LOW,HIGH",
             help="learning-rate range to tune over (default: each problem's own)",
         )
-        p.add_argument(
-            "--tensorboard",
-            action="store_true",
-            help="write TensorBoard event files (loss, lr, grad/update norms) "
-            "under OUT/tensorboard",
-        )
+        add_tracking_arguments(p)
         p.add_argument("--no-report", action="store_true", help="skip writing the report")
 
 
@@ -209,6 +205,7 @@ examples:
   optimlab compare -o "adam:betas=(0.9,0.99),eps=1e-6" adamw:weight_decay=0.1
   optimlab compare --search optuna --hparams all --budget 30
   optimlab compare --search optuna --storage postgresql://user@db/optimlab   # share a search
+  optimlab compare --track wandb mlflow              # W&B (offline) and MLflow (OUT/mlflow.db)
 
 Re-running the same command resumes: finished runs are read from OUT/lab.db, not recomputed.
 """
@@ -287,16 +284,14 @@ def _sweep_kwargs(args) -> dict[str, Any]:
         "workers": args.workers,
         "threads": args.threads,
         "engine": args.engine,
-        "tensorboard": args.tensorboard,
+        **tracking_kwargs(args),
         "report": not args.no_report,
         "progress": not args.no_progress,
     }
 
 
 def _finish(results, args) -> int:
-    console.print_outcome(
-        results, args.out, report=not args.no_report, tensorboard=args.tensorboard
-    )
+    console.print_outcome(results, args.out, report=not args.no_report)
     return 0
 
 
@@ -529,6 +524,7 @@ examples:
   optimlab report                      # rebuild the latest sweep's report in ./optimlab-out
   optimlab report --out runs/exp1 --list
   optimlab report --sweep 3fa9c2 --gif
+  optimlab report --track wandb mlflow       # log a stored sweep to W&B and MLflow
 """
 
 
@@ -552,6 +548,7 @@ def _add_report(sub, name: str) -> argparse.ArgumentParser:
     )
     p.add_argument("--list", action="store_true", help="list the stored sweeps and exit")
     p.add_argument("--gif", action="store_true", help="also animate 2-D trajectories")
+    add_tracking_arguments(p)
     p.add_argument("--debug", action="store_true", help="show tracebacks instead of one line")
     p.set_defaults(func=_run_report, config=None)
     return p
@@ -563,12 +560,13 @@ def _run_report(args) -> int:
         console.print_sweeps(commands.db_path(args.out), sweeps)
         return 0
     results = commands.rebuild_report(
-        args.out, args.sweep, args.kind, gif=True if args.gif else None
+        args.out, args.sweep, args.kind, gif=True if args.gif else None, **tracking_kwargs(args)
     )
     if results.summaries():
         console.print_summary(results)
     console.print_banners(results)
     console.print_report_path(results)
+    console.print_tracking(results)
     return 0
 
 

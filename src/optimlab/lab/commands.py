@@ -20,6 +20,7 @@ from optimlab.lab.errors import LabError
 from optimlab.lab.files import ensure_writable_dir
 from optimlab.lab.limits import MAX_STEPS, check_int, check_lr_range, check_seed, max_processes
 from optimlab.lab.protocol import LR_FIND_STEPS, QUICK_LR_FIND_STEPS, plan_sweep, run_sweep
+from optimlab.lab.tracking import make_trackers, prepare_trackers, track_sweep
 
 #: Where every command writes (``lab.db``, reports, figures) unless told otherwise.
 DEFAULT_OUT = "optimlab-out"
@@ -72,6 +73,8 @@ def compare(
     engine: str = "auto",
     lr_find: bool = True,
     tensorboard: bool = False,
+    track: Sequence[str] | str | None = (),
+    mlflow_uri: str | None = None,
     report: bool = True,
     progress: bool | Any = False,
     kind: str = "compare",
@@ -97,7 +100,13 @@ def compare(
         threads: torch threads per worker (``None``: torch's default).
         engine: optimizer engine (``"auto"``, ``"loop"``, ``"foreach"``, ``"fused"``).
         lr_find: also run a learning-rate range test per cell for the report.
-        tensorboard: write TensorBoard event files under ``out_dir/tensorboard``.
+        tensorboard: the same as ``"tensorboard"`` in ``track``.
+        track: log every run to these backends once the runs are stored: any of
+            ``"tensorboard"`` (``out_dir/tensorboard``), ``"wandb"`` (offline under
+            ``out_dir/wandb`` unless ``WANDB_MODE`` says otherwise), ``"mlflow"``
+            (``out_dir/mlflow.db`` unless ``mlflow_uri`` or ``MLFLOW_TRACKING_URI``); see
+            :mod:`optimlab.lab.tracking`. What each did is in ``results.tracking``.
+        mlflow_uri: MLflow tracking URI (implies ``"mlflow"``).
         report: write ``report.html``/``report.md`` and figures.
         progress: ``True`` for a rich progress bar, or an object with the
             :class:`~optimlab.lab.protocol.NullProgress` methods.
@@ -125,17 +134,17 @@ def compare(
         lr_find=lr_find,
     )
     out = ensure_writable_dir(out_dir)
+    trackers = prepare_trackers(
+        make_trackers(track, tensorboard=tensorboard, mlflow_uri=mlflow_uri), out
+    )
     run_sweep(sweep, out, storage=storage, workers=workers, threads=threads, progress=progress)
 
     from optimlab.lab.results import Results
 
     results = Results.load(out, sweep.sweep_id)
-    if tensorboard:
-        from optimlab.lab.tensorboard import write_event_files
-
-        write_event_files(results, out / "tensorboard")
     if report:
         results.write_report(out)
+    results.tracking = track_sweep(results, trackers)
     return results
 
 
@@ -338,12 +347,22 @@ def rebuild_report(
     sweep: str | None = None,
     kind: str | None = None,
     gif: bool | None = None,
+    *,
+    track: Sequence[str] | str | None = (),
+    tensorboard: bool = False,
+    mlflow_uri: str | None = None,
 ):
     """Rewrite the report of a stored sweep (default: the latest) without running anything;
-    returns its :class:`Results` (``results.report_path`` is the HTML file)."""
+    returns its :class:`Results` (``results.report_path`` is the HTML file). ``track``,
+    ``tensorboard`` and ``mlflow_uri`` log the stored sweep as :func:`compare` does."""
     from optimlab.lab.report import write_report
     from optimlab.lab.results import Results
 
     results = Results.load(out_dir, sweep, kind)
-    write_report(results, ensure_writable_dir(out_dir), gif=gif)
+    out = ensure_writable_dir(out_dir)
+    trackers = prepare_trackers(
+        make_trackers(track, tensorboard=tensorboard, mlflow_uri=mlflow_uri), out
+    )
+    write_report(results, out, gif=gif)
+    results.tracking = track_sweep(results, trackers)
     return results

@@ -125,17 +125,23 @@ def print_summary(results, console=None) -> None:
         console.print(line, markup=False, highlight=False)
 
 
-def print_outcome(results, out_dir, *, report: bool, tensorboard: bool, console=None) -> None:
-    """After a sweep: its tables, then where the report, the event files and the runs are."""
+def print_outcome(results, out_dir, *, report: bool, console=None) -> None:
+    """After a sweep: its tables, then where the report, the tracked runs and the runs are."""
     if results.summaries():
         print_summary(results, console)
     print_banners(results)
     if report:
         print_report_path(results)
-    if tensorboard:
-        print(f"TensorBoard: tensorboard --logdir {(Path(out_dir) / 'tensorboard').resolve()}")
+    print_tracking(results)
     db = (Path(out_dir) / "lab.db").resolve()
     print(f"Runs stored in {db} (sweep {results.sweep_id[:12]})")
+
+
+def print_tracking(results) -> None:
+    """Where each tracking backend put the sweep's runs (one that failed said so already)."""
+    for outcome in results.tracking:
+        if outcome.error is None:
+            print(outcome.line())
 
 
 def print_banners(results) -> None:

@@ -118,6 +118,8 @@ class Results:
         self.replaced: dict[str, int] = dict(replaced or {})
         self._problems: dict[str, Any] = {}
         self._summaries: list[CellSummary] | None = None
+        #: what each tracking backend did with this sweep (:mod:`optimlab.lab.tracking`)
+        self.tracking: list = []
 
     # -- loading -----------------------------------------------------------------------------
     @classmethod
