@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -916,3 +917,28 @@ def test_a_switch_away_from_torchs_kernel_rebuilds_with_every_gradient_in_the_bu
     assert not opt._flat[0][0].direct and opt.fused_stats["fused_steps"] == 1
     for p, q in zip(model.parameters(), twin.param_groups[0]["params"]):
         torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("factored", [True, False])
+def test_adafactor_batches_compile_and_match_the_loop_engine(factored):
+    """Same-shape vectors (and matrices with a full second moment) form batches whose program
+    reduces a state it has just updated; inductor's CPU code generator fails on some such
+    batched programs, and the engine then runs the compiled program one parameter at a time
+    (``step_info``: ``batch_split``), never eagerly and without a warning."""
+    shapes = [(96,), (96,), (96,), (8, 12), (8, 12)]
+    gen = torch.Generator().manual_seed(0)
+    ours = [torch.randn(s, generator=gen).requires_grad_() for s in shapes]
+    theirs = [p.detach().clone().requires_grad_() for p in ours]
+    a = optimlab.Adafactor(ours, factored=factored, engine="fused")
+    b = optimlab.Adafactor(theirs, factored=factored, engine="loop")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        for _ in range(4):
+            for p, q in zip(ours, theirs):
+                g = torch.randn(p.shape, generator=gen)
+                p.grad, q.grad = g.clone(), g.clone()
+            a.step()
+            b.step()
+    assert a.fused_stats["fused_steps"] > 0 and a.fused_stats.get("compile_failures", 0) == 0
+    for p, q in zip(ours, theirs):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)

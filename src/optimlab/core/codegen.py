@@ -2,9 +2,10 @@
 
 :func:`kernel_source` writes the program of :mod:`optimlab.core.recording` as the source of a
 function ``kernel(inputs, scalars)``, one line per operation, from each operation's math in
-:mod:`optimlab.core.vocabulary`; in-place results are written with ``copy_``, so the compiled
-graph stores straight into the input buffers. :func:`get_kernel` builds and compiles it once per
-(program, inputs, device, dtype) with ``torch.compile``: C++/OpenMP on CPU, Triton on CUDA.
+:mod:`optimlab.core.vocabulary`; in-place results into the inputs are written with
+``copy_``, so the compiled graph stores straight into the input buffers. :func:`get_kernel`
+builds and compiles it once per (program, inputs, device, dtype) with ``torch.compile``:
+C++/OpenMP on CPU, Triton on CUDA.
 Inductor fuses an elementwise program into one loop that reads each buffer once and writes it
 once. :class:`CompiledKernel` then skips dynamo's per-call overhead on CPU.
 """
@@ -31,8 +32,12 @@ def kernel_source(program: tuple, n_inputs: int) -> str:
         fields.update({f"s{j}": f"scalars[{k}]" for j, k in enumerate(slots)})
         fields.update({key: repr(value) for key, value in statics})
         expr = _substitute(op.math, fields)
-        if op.inplace:
+        if op.inplace and args[0] < n_inputs:
             lines.append(f"    {fields['t0']}.copy_({expr})")
+        elif op.inplace:
+            # a temporary updated in place is rebound instead: the same values for every later
+            # use, and inductor fails on copy_ into some reduced temporaries (KeyError 'bufN')
+            lines.append(f"    {fields['t0']} = {expr}")
         else:
             lines.append(f"    t{out} = {expr}")
     return "\n".join(lines) + "\n"
@@ -60,6 +65,8 @@ def build_kernel(program: tuple, n_inputs: int):
 
 _KERNELS: dict[tuple, object] = {}
 _VERIFIED: set = set()  # kernels that have run once (compiled successfully)
+#: batched kernel keys that only compile for one parameter at a time (see fused.run_fused)
+SPLIT_BATCHES: set = set()
 
 
 def get_kernel(key: tuple):
@@ -90,6 +97,7 @@ def reset_kernels() -> None:
     it remembers."""
     _KERNELS.clear()
     _VERIFIED.clear()
+    SPLIT_BATCHES.clear()
 
 
 #: call a compiled CPU kernel straight away for input signatures dynamo has already dispatched

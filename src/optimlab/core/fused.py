@@ -112,12 +112,28 @@ def run_fused(
     key = (tuple(rec.program), n_inputs, str(flat.device), flat.dtype, compile_, batched)
     kernel = codegen.get_kernel(key)
     started = time.perf_counter()
+    batch = inputs[0].shape[0] if batched else 1
     try:
-        kernel(inputs, scalars)
+        if key in codegen.SPLIT_BATCHES:
+            _run_one_by_one(kernel, inputs, scalars)
+        else:
+            kernel(inputs, scalars)
     except Exception as error:  # noqa: BLE001 - any compiler failure falls back, loudly
         verified = kernel in codegen._VERIFIED
         if not compile_ or (verified and not codegen.is_compile_error(error)):
             raise
+        if (
+            batch > 1
+            and key not in codegen.SPLIT_BATCHES
+            and _one_by_one_compiles(kernel, inputs, scalars)
+        ):
+            # inductor's CPU code generator fails on some batched programs that reduce a
+            # state they just updated (its outer-loop fusion: Adafactor's unfactored
+            # second moment); the same program compiles for one parameter at a time
+            codegen.SPLIT_BATCHES.add(key)
+            info["batch_split"] = True
+            _finish(kernel, flat, stats, compile_, started)
+            return
         # The first call compiles; without a working toolchain (no C++ compiler, no Triton) the
         # same program still runs eagerly, one pass per operation, and the step is not lost. A
         # kernel that has worked before and fails to compile for a new bucket (a recompile)
@@ -133,9 +149,35 @@ def run_fused(
         if not verified:
             codegen._KERNELS[key] = kernel
         kernel(inputs, scalars)
+    if key in codegen.SPLIT_BATCHES:
+        info["batch_split"] = True
+    _finish(kernel, flat, stats, compile_, started)
+
+
+def _finish(kernel, flat: Tensor, stats: dict, compile_: bool, started: float) -> None:
     codegen._VERIFIED.add(kernel)
     if stats.get("compile_seconds") is None and compile_:
         if flat.device.type == "cuda":
             torch.cuda.synchronize(flat.device)
         stats["compile_seconds"] = time.perf_counter() - started
     stats["fused_steps"] += 1
+
+
+def _run_one_by_one(kernel, inputs: list[Tensor], scalars: Tensor) -> None:
+    """A batched program run on each parameter of the batch alone (views ``[i:i+1]``): every
+    member of a bucket shares its scalars."""
+    for i in range(inputs[0].shape[0]):
+        kernel([t[i : i + 1] for t in inputs], scalars)
+
+
+def _one_by_one_compiles(kernel, inputs: list[Tensor], scalars: Tensor) -> bool:
+    """Run the first parameter of the batch alone; if that compiles, the rest too."""
+    try:
+        kernel([t[0:1] for t in inputs], scalars)
+    except Exception as error:  # noqa: BLE001
+        if codegen.is_compile_error(error):
+            return False
+        raise
+    for i in range(1, inputs[0].shape[0]):
+        kernel([t[i : i + 1] for t in inputs], scalars)
+    return True
