@@ -92,7 +92,7 @@ def torch_baseline(name: str) -> tuple[str, dict[str, Any], str, bool]:
         if shared and (cls.torch_twin is not None or key == "lr"):
             kwargs[key] = value
     kwargs = {k: v for k, v in kwargs.items() if v != theirs[k].default or k in twin.fixed}
-    mode = "fused" if "fused" in theirs else "foreach"
+    mode = "fused" if "fused" in theirs else "foreach" if "foreach" in theirs else "default"
     return twin.name, kwargs, mode, cls.torch_twin is not None
 
 
@@ -115,8 +115,24 @@ OTHER_TARGET = {"gpt2": 0.35, "many_small": 0.15}
 #: kernel cannot beat another one-pass kernel by 3x, the fused-twin bound applies instead.
 #: AdaBound and AMSBound, which torch lacks, also meet ``OTHER_TARGET`` against the same
 #: algorithm in torch's foreach ops (our ``foreach`` engine) when that row ran.
-#: Every other optimizer must also reach this fraction of our fused AdamW's GB/s.
+#: Every other elementwise optimizer must also reach this fraction of our fused AdamW's GB/s.
 GBPS_FRACTION_OF_ADAMW = 0.85
+#: Targets of their own, (optimizer, layout) -> ratio: Adafactor at most 0.2 of torch's
+#: Adafactor (its faster mode); Muon, bound by matrix products (benchmarks/muon_step.py
+#: measures its FLOP/s), at most torch.optim.Muon's time.
+RATIO_TARGETS: dict[tuple[str, str], float | None] = {
+    ("adafactor", "gpt2"): 0.2,
+    ("muon", "gpt2"): 1.0,
+    # Lion's target is its GB/s against our fused AdamW; its stand-in (torch's fused SGD with
+    # momentum, the same 20 B/param) is not an algorithm torch offers for Lion
+    ("lion", "gpt2"): None,
+    ("lion", "many_small"): None,
+}
+#: optimizers whose step is not one elementwise pass: no GB/s target against AdamW's (their
+#: GB/s against the machine's bandwidth is still shown). Adafactor needs three passes, since
+#: clipping needs RMS(U) over a whole tensor before any of it is written (24 B/param at
+#: least, README); Muon is bound by its matrix products (benchmarks/muon_step.py).
+NOT_MEMORY_BOUND = ("adafactor", "muon")
 GBPS_PERCENT = round(100 * GBPS_FRACTION_OF_ADAMW)
 
 #: Timed steps per row at least, per layout (small layouts get more: their steps are short).
@@ -224,14 +240,35 @@ def _torch_fused_works(cls: type, kwargs: dict[str, Any], device: torch.device) 
     return True
 
 
+def _faster_of_loop_and_foreach(cls: type, kwargs: dict[str, Any], params, device: str) -> str:
+    """``"foreach"`` or ``"for-loop"``, whichever steps ``params`` faster (median of three
+    alternating steps after one each). Without a fused kernel torch's foreach mode is not
+    always its faster one (Adafactor's for-loop is faster on CPU)."""
+    sides = {
+        "foreach": cls(clone_side(params), foreach=True, **kwargs),
+        "for-loop": cls(clone_side(params), foreach=False, **kwargs),
+    }
+    times: dict[str, list[float]] = {k: [] for k in sides}
+    for opt in sides.values():
+        opt.step()
+    for _ in range(3):
+        for k, opt in sides.items():
+            times[k].append(timed_step(opt, device))
+    return min(times, key=lambda k: statistics.median(times[k]))
+
+
 def build_torch(name: str, params: list[torch.Tensor]) -> tuple[torch.optim.Optimizer, dict]:
     """torch.optim's best mode for ``name``: ``fused=True`` where torch has it for this device,
-    otherwise ``foreach=True``."""
+    otherwise the faster of ``foreach=True`` and its for-loop (or its only mode: Muon)."""
     cls_name, kwargs, mode, twin = TORCH_BASELINES[name]
     cls = getattr(torch.optim, cls_name)
+    device = str(params[0].device)
     if mode == "fused" and not _torch_fused_works(cls, kwargs, params[0].device):
         mode = "foreach"
-    opt = cls(params, **{mode: True}, **kwargs)
+    elif mode == "foreach":
+        mode = _faster_of_loop_and_foreach(cls, kwargs, params, device)
+    flags = {"default": {}, "for-loop": {"foreach": False}}.get(mode, {mode: True})
+    opt = cls(params, **flags, **kwargs)
     extra = ", amsgrad" if kwargs.get("amsgrad") else ""
     label = f"{cls_name}{extra} {mode}" + ("" if twin else " (no twin)")
     desc = {
@@ -487,7 +524,12 @@ def _build_reference(params: list[torch.Tensor], device: str) -> torch.optim.Opt
 
 
 def _needs_gbps_target(layout_name: str, name: str, engine: str) -> bool:
-    return engine == "fused" and layout_name in FUSED_TWIN_TARGET and name not in FUSED_TWINS
+    return (
+        engine == "fused"
+        and layout_name in FUSED_TWIN_TARGET
+        and name not in FUSED_TWINS
+        and name not in NOT_MEMORY_BOUND
+    )
 
 
 def run_layout(
@@ -517,12 +559,25 @@ def run_layout(
     log = log or (lambda msg: None)
     if min_steps is None:
         min_steps = MIN_STEPS.get(layout_name, 7)
-    n_params = _layouts.numel(layout)
     torch_params, _ = make_side(layout, device, seed=0)
     rows: list[dict[str, Any]] = []
     total = len(optimizers) * len(engines)
     reference: list[Any] = []  # our fused AdamW for the GB/s target, built when first needed
+    all_params = torch_params
     for name in optimizers:
+        torch_params = all_params
+        if optimlab.get_optimizer_class(name).matrix_only:
+            # Muon takes matrices only: the layout's 2-D tensors (the hidden matrices and the
+            # embeddings: the step is the same work whatever a matrix is used for)
+            torch_params = [p for p in all_params if p.dim() == 2]
+            if not torch_params:
+                for engine in engines:
+                    reason = "the layout has no matrices"
+                    base = {"label": "—", "mode": None, "twin": None, "note": None}
+                    rows.append(_empty_row(name, engine, base, "n/a", reason))
+                    log(f"[{len(rows)}/{total}] {layout_name} {name} {engine}: n/a ({reason})")
+                continue
+        n_params = sum(p.numel() for p in torch_params)
         torch_opt, base = build_torch(name, torch_params)
         torch_first = timed_step(torch_opt, device)
         torch_opt.step()
@@ -537,7 +592,7 @@ def run_layout(
                 ref = None
                 if _needs_gbps_target(layout_name, name, engine):
                     if not reference:
-                        reference.append(_build_reference(torch_params, device))
+                        reference.append(_build_reference(all_params, device))
                     ref = reference[0]
                 _measure_row(
                     row,
@@ -587,7 +642,11 @@ def apply_targets(rows: list[dict[str, Any]], layout_name: str) -> None:
         if row["engine"] != "fused":
             continue
         name, base = row["optimizer"], row["torch_baseline"]
-        if name in FUSED_TWINS or base["mode"] == "fused":
+        if (name, layout_name) in RATIO_TARGETS:
+            bound = RATIO_TARGETS[(name, layout_name)]
+        elif name in NOT_MEMORY_BOUND:
+            continue
+        elif name in FUSED_TWINS or base["mode"] == "fused":
             bound = FUSED_TWIN_TARGET[layout_name]
         else:
             bound = OTHER_TARGET[layout_name]
@@ -605,9 +664,9 @@ def apply_targets(rows: list[dict[str, Any]], layout_name: str) -> None:
         row["target"] = target
         if row["status"] != "ok":
             continue
-        if row["ratio"] > bound:
+        if bound is not None and row["ratio"] > bound:
             target["failed"].append("ratio")
-        if not base.get("twin", True):
+        if not base.get("twin", True) and bound is not None:
             # torch has no such class: its best mode would be these foreach ops.
             target["foreach_ratio_max"] = OTHER_TARGET[layout_name]
             if name in foreach:
@@ -834,17 +893,20 @@ def verdict_text(target: dict[str, Any] | None) -> str:
     if target["verdict"] is None:
         return "-"
     bad = target["failed"]
-    verdict = f"{target['verdict']}: ratio{'>' if 'ratio' in bad else '<='}{target['ratio_max']}"
+    parts = []
+    if target["ratio_max"] is not None:
+        parts.append(f"ratio{'>' if 'ratio' in bad else '<='}{target['ratio_max']}")
     fraction = target["gbps_fraction_of_adamw"]
     if fraction is not None:
         sign = "<" if "GB/s" in bad else ">="
-        verdict += f", GB/s {100 * fraction:.0f}%{sign}{GBPS_PERCENT}% AdamW"
+        parts.append(f"GB/s {100 * fraction:.0f}%{sign}{GBPS_PERCENT}% AdamW")
     if target.get("foreach_ratio") is not None:
         sign = ">" if "foreach ratio" in bad else "<="
-        verdict += f", {target['foreach_ratio']:.2f}{sign}{target['foreach_ratio_max']}"
-        verdict += " of our foreach"
-    for unchecked in target["unchecked"]:
-        verdict += f", {unchecked.split(':')[0]} unchecked"
+        parts.append(
+            f"{target['foreach_ratio']:.2f}{sign}{target['foreach_ratio_max']} of our foreach"
+        )
+    parts += [f"{unchecked.split(':')[0]} unchecked" for unchecked in target["unchecked"]]
+    verdict = f"{target['verdict']}: " + ", ".join(parts)
     return verdict
 
 

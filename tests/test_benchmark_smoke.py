@@ -285,3 +285,78 @@ def test_train_step_model_is_gpt2_shaped():
     model = train_step.GPT(vocab=50257, d=768, layers=12, heads=12, ctx=1024)
     # GPT-2 small's 124,439,808 parameters (head tied to the token embedding)
     assert sum(p.numel() for p in model.parameters()) == 124_439_808
+
+
+def test_new_optimizers_have_their_own_targets(bench):
+    def row(name, ratio, gbps, mode, twin=True):
+        base = {"mode": mode, "note": None, "label": "", "twin": twin}
+        return {
+            "optimizer": name,
+            "engine": "fused",
+            "status": "ok",
+            "ratio": ratio,
+            "gbps": gbps,
+            "ms": 1.0,
+            "torch_baseline": base,
+        }
+
+    rows = [
+        row("adamw", 0.9, 100.0, "fused"),
+        row("adafactor", 0.25, 10.0, "for-loop"),
+        row("lion", 0.9, 90.0, "fused", twin=False),
+        row("muon", 0.9, 1.0, "default"),
+    ]
+    bench.apply_targets(rows, "gpt2")
+    assert rows[1]["target"]["failed"] == ["ratio"]  # 0.25 > 0.2 of torch's Adafactor
+    assert rows[1]["target"]["gbps_fraction_of_adamw"] is None  # three passes: no GB/s rule
+    assert rows[2]["target"]["verdict"] == "PASS"  # Lion: GB/s 90% >= 85% is its target
+    assert bench.verdict_text(rows[2]["target"]) == "PASS: GB/s 90%>=85% AdamW"
+    assert rows[3]["target"]["verdict"] == "PASS"  # Muon: torch's time at most, no GB/s
+    assert rows[3]["target"]["gbps_fraction_of_adamw"] is None
+
+
+def test_a_matrix_optimizer_gets_the_layouts_matrices_and_the_faster_torch_mode(bench, one_thread):
+    rows = bench.run_layout(
+        "tiny",
+        [*TINY, ("d", (12, 8))],
+        optimizers=["muon", "adafactor"],
+        engines=["foreach"],
+        bandwidth={"add_gbps": 10.0, "copy_gbps": 10.0},
+        min_steps=2,
+        warmup=1,
+        budget_s=0,
+        memory="none",
+    )
+    muon, adafactor = rows
+    assert muon["status"] == "ok", muon["reason"]
+    assert muon["torch_baseline"]["mode"] == "default"  # torch's Muon has one mode
+    assert muon["gbps"] == pytest.approx(20 * (10 * 100 + 12 * 8) / (muon["ms"] / 1e3) / 1e9)
+    assert adafactor["torch_baseline"]["mode"] in ("foreach", "for-loop")
+    none = bench.run_layout(
+        "vectors",
+        [("a", (100,))],
+        optimizers=["muon"],
+        engines=["loop"],
+        bandwidth=None,
+        min_steps=1,
+        budget_s=0,
+        memory="none",
+    )
+    assert none[0]["status"] == "n/a" and none[0]["reason"] == "the layout has no matrices"
+
+
+def test_muon_benchmark_counts_flops_and_runs(tmp_path, one_thread, capsys, monkeypatch):
+    muon = _load("muon_step")
+    # 5 steps of (4·m²·n + 2·m³) with m = 3 ≤ n = 5, whichever way the matrix stands
+    assert muon.ns_flops([(3, 5), (5, 3)]) == 2 * 5 * (4 * 9 * 5 + 2 * 27)
+    monkeypatch.setitem(muon.LAYOUTS, "batch", lambda: [(8, 16)] * 3)
+    path = tmp_path / "m.json"
+    assert (
+        muon.main(["--layout", "batch", "--engines", "loop", "--quick", "--json", str(path)]) == 0
+    )
+    doc = json.loads(path.read_text())
+    sides = [r["side"] for r in doc["layouts"][0]["rows"]]
+    assert sides == ["torch.optim.Muon", "optimlab loop", "torch.mm (bf16)"]
+    ours = doc["layouts"][0]["rows"][1]
+    assert ours["target"]["ratio_max"] == 0.5 and ours["gflops"] > 0
+    assert "GFLOP of Newton–Schulz per step" in capsys.readouterr().out
