@@ -150,6 +150,38 @@ def test_lion_matches_lion_pytorch_over_60_scheduled_steps(
         close(exp_avg, m)
 
 
+@pytest.mark.parametrize("engine", ["loop", "foreach", "fused"])
+@pytest.mark.parametrize(
+    ("decoupled_weight_decay", "mode"), [(False, "decoupled"), (True, "scheduled")]
+)
+def test_lion_class_matches_lion_pytorch_on_every_engine(
+    engine, decoupled_weight_decay, mode, torch64
+):
+    # the class itself, not only its reference, against the outside implementation: the same
+    # gradients and scheduled lrs, θ and the momentum compared at every step
+    import optimlab
+
+    record = lion_reference(60, mode)
+    outside = lion_pytorch_run(
+        torch64, lion_pytorch_classes()["update_fn"], record, decoupled_weight_decay
+    )
+    param = torch64.tensor(LION_START, requires_grad=True)
+    ours = optimlab.Lion(
+        [param],
+        lr=LION_BASE_LR,
+        betas=(0.9, 0.99),
+        weight_decay=0.05,
+        weight_decay_mode=mode,
+        engine=engine,
+    )
+    for (g, lr, *_), (theta, m) in zip(record, outside):
+        ours.param_groups[0]["lr"] = lr
+        param.grad = torch64.tensor(g)
+        ours.step()
+        close(param.detach().numpy(), theta)
+        close(ours.state[param]["exp_avg"].numpy(), m)
+
+
 @pytest.mark.parametrize(
     ("decoupled_weight_decay", "wrong_mode"), [(False, "scheduled"), (True, "decoupled")]
 )
