@@ -33,7 +33,7 @@ class Adafactor(Optimizer):
         α = max(ε₂, RMS(θ))·ρ    (scale_parameter) or  α = ρ      (θ before weight decay)
         factored (≥ 2-D, over the last two dimensions; torch's row_var, col_var):
             R ← lerp(R, mean₋₁(q), 1−β̂₂),  C ← lerp(C, mean₋₂(q), 1−β̂₂)
-            V̂ = R·C / mean₋₂(R)                          (the rank-one reconstruction)
+            V̂ = (R / mean₋₂(R))·C                        (the rank-one reconstruction)
         otherwise (variance):  v ← lerp(v, q, 1−β̂₂),  V̂ = v
         U = g/√V̂,   Û = U / max(1, RMS(U)/d)             (update clipping)
         θ ← θ − α·Û                       (beta1 None)
@@ -190,7 +190,8 @@ class Adafactor(Optimizer):
             norm = ops.row_mean(r)
             if not add:
                 ops.clamp_min_(norm, [eps1s[i] for i in factored])
-            for i, v in zip(factored, ops.div_tensors(ops.matmul(r, c), norm)):
+            # (R/mean(R))·C: the division on the n row values, not on the n·m products
+            for i, v in zip(factored, ops.mul_tensors(ops.div_tensors(r, norm), c)):
                 v_hat[i] = v
         if full:
             gv = [g[i] for i in full]
