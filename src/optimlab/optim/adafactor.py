@@ -33,9 +33,12 @@ class Adafactor(Optimizer):
         α = max(ε₂, RMS(θ))·ρ    (scale_parameter) or  α = ρ      (θ before weight decay)
         factored (≥ 2-D, over the last two dimensions; torch's row_var, col_var):
             R ← lerp(R, mean₋₁(q), 1−β̂₂),  C ← lerp(C, mean₋₂(q), 1−β̂₂)
-            V̂ = (R / mean₋₂(R))·C                        (the rank-one reconstruction)
+            V̂ = R·C / mean₋₂(R)                          (the rank-one reconstruction)
         otherwise (variance):  v ← lerp(v, q, 1−β̂₂),  V̂ = v
         U = g/√V̂,   Û = U / max(1, RMS(U)/d)             (update clipping)
+
+    1/√V̂ is computed as (R/mean₋₂(R))^(-1/2)·C^(-1/2): n + m square roots instead of n·m
+    (the same value up to rounding), and V̂ ≥ ε₁² as 1/√V̂ ≤ 1/ε₁.
         θ ← θ − α·Û                       (beta1 None)
         m ← β₁·m + (1−β₁)·α·Û;  θ ← θ − m  (beta1 a float: the authors' code, HF, optax)
 
@@ -175,7 +178,7 @@ class Adafactor(Optimizer):
         rows_ = s.state.get("row_var") or [None] * n
         factored = [i for i in range(n) if rows_[i] is not None]
         full = [i for i in range(n) if rows_[i] is None]
-        v_hat: list = [None] * n
+        inv_sqrt: list = [None] * n  # V̂^(-1/2) of each parameter
         if factored:
             gf = [g[i] for i in factored]
             r = [s.state["row_var"][i] for i in factored]
@@ -190,9 +193,10 @@ class Adafactor(Optimizer):
             norm = ops.row_mean(r)
             if not add:
                 ops.clamp_min_(norm, [eps1s[i] for i in factored])
-            # (R/mean(R))·C: the division on the n row values, not on the n·m products
-            for i, v in zip(factored, ops.mul_tensors(ops.div_tensors(r, norm), c)):
-                v_hat[i] = v
+            # V̂^(-1/2) = (R/mean(R))^(-1/2)·C^(-1/2): square roots of n + m values, not n·m
+            inv_rows = ops.rsqrt(ops.div_tensors(r, norm))
+            for i, v in zip(factored, ops.mul_tensors(inv_rows, ops.rsqrt(c))):
+                inv_sqrt[i] = v
         if full:
             gv = [g[i] for i in full]
             v = [s.state["variance"][i] for i in full]
@@ -200,11 +204,12 @@ class Adafactor(Optimizer):
             if add:
                 ops.add_scalar_(q, [eps1s[i] for i in full])
             ops.lerp_(v, q, [mix[i] for i in full])
-            for i, vi in zip(full, v):
-                v_hat[i] = vi
+            for i, vi in zip(full, ops.rsqrt(v)):
+                inv_sqrt[i] = vi
         if not add:
-            v_hat = ops.clamp_min(v_hat, [e * e for e in eps1s])
-        u = ops.mul_tensors(ops.rsqrt(v_hat), g)
+            # V̂ clamped below at ε₁² is V̂^(-1/2) clamped above at 1/ε₁
+            ops.clamp_(inv_sqrt, 0.0, [1.0 / e for e in eps1s])
+        u = ops.mul_tensors(inv_sqrt, g)
         # 1/max(1, RMS(U)/d), times α: what each parameter's Û is scaled by
         scale = ops.reciprocal(ops.clamp_min(ops.mul(ops.rms(u), 1.0 / d), 1.0))
         if alpha is None:
