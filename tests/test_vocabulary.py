@@ -45,6 +45,9 @@ def _inputs(op, seed=0, positive=False):
 
 def _expected(op, lists, scalars):
     math = math_function(op)
+    if op.kind == "group":  # every tensor's part, added up: one total for every tensor
+        total = sum(math(x, **statics(op)) for x in lists[0])
+        return [total] * len(lists[0])
     out = []
     for i in range(len(lists[0])):
         args = [lst[i] for lst in lists] + [s[i] for s in scalars]
@@ -90,8 +93,9 @@ def test_every_engine_computes_the_declared_math(op):
         "loop": _run(LOOP, op, lists, scalars),
         "foreach": _run(FOREACH, op, lists, scalars),
         "differentiable": _run(DifferentiableOps(set()), op, lists, scalars),
-        "recorded": _recorded(op, lists, scalars),
     }
+    if op.kind != "group":  # the fused engine runs group reductions on the foreach path
+        engines["recorded"] = _recorded(op, lists, scalars)
     for name, got in engines.items():
         assert len(got) == len(expected), name
         for a, b in zip(got, expected):
@@ -148,3 +152,42 @@ def test_scalars_default_and_bind_by_keyword():
     assert torch.equal(FOREACH.add(x, y, alpha=0.5)[0], torch.full((3,), 2.0))
     with pytest.raises(TypeError, match="missing scalar 's'"):
         LOOP.mul(x)
+
+
+def test_a_formula_with_a_group_reduction_runs_unfused_and_says_why():
+    """A toy optimizer that normalises by the group's global norm: θ ← θ − lr·g/‖g‖ (‖g‖
+    over every tensor of the group), with a mask that moves only coordinates whose gradient
+    is positive. The fused engine cannot give one bucket the others' part of the norm: the
+    group runs on the foreach path, with the same numbers, and ``step_info`` says why."""
+    from optimlab.optim.base import Optimizer
+
+    class GlobalNormSign(Optimizer):
+        def __init__(self, params, lr=0.1, engine="auto"):
+            defaults = dict(lr=lr, weight_decay=0.0, weight_decay_mode="decoupled")
+            super().__init__(params, defaults, engine=engine)
+
+        def _validate_group(self, group):
+            pass
+
+        def _update(self, s):
+            ops = s.ops
+            norm = ops.sqrt(ops.group_sum_sq(s.grads))  # the same 0-d ‖g‖ for every tensor
+            g = ops.mul_tensors(s.grads, ops.positive(s.grads))
+            ops.addcdiv_(s.params, g, norm, -s.group["lr"])
+
+    gen = torch.Generator().manual_seed(0)
+    start = [torch.randn(s, generator=gen, dtype=torch.float64) for s in ((3, 4), (5,))]
+    grads = [torch.randn(t.shape, generator=gen, dtype=torch.float64) for t in start]
+    norm = torch.sqrt(sum((g * g).sum() for g in grads))
+    expected = [t - 0.1 * g * (g > 0) / norm for t, g in zip(start, grads)]
+    for engine in ("loop", "foreach", "fused"):
+        params = [t.clone().requires_grad_() for t in start]
+        for p, g in zip(params, grads):
+            p.grad = g.clone()
+        opt = GlobalNormSign(params, engine=engine)
+        opt.step()
+        for p, e in zip(params, expected):
+            torch.testing.assert_close(p.detach(), e, rtol=1e-12, atol=1e-14, msg=engine)
+        if engine == "fused":
+            assert opt.step_info[0]["engine"] == "foreach"
+            assert opt.step_info[0]["fallback"] == "a reduction over the whole group"

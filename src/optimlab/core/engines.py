@@ -205,7 +205,7 @@ def try_fused_step(opt, index: int, group: dict, info: dict) -> list[Tensor] | N
 BUILT, DEFERRED, NOT_FUSED = 0, 1, 2
 
 
-def maybe_build_buckets(opt, index: int, group: dict, engine: str) -> int:
+def maybe_build_buckets(opt, index: int, group: dict, engine: str, info: dict | None = None) -> int:
     """Move a group that wants the fused engine (``engine`` "fused" or "auto") into flat
     buffers; return ``BUILT``, ``DEFERRED`` (try again after this step) or ``NOT_FUSED``.
 
@@ -213,6 +213,8 @@ def maybe_build_buckets(opt, index: int, group: dict, engine: str) -> int:
     fused and no state is allocated twice. A group whose state is created from the first
     gradient (SGD's momentum buffer is ``g`` at the first step) is ``DEFERRED`` until every
     parameter has it: after one eager step, or at once after a checkpoint is loaded.
+    ``info`` (this step's ``step_info`` entry) hears why a group the formula cannot fuse is
+    stepped eagerly (``"fallback"``).
     """
     params = group["params"]
     if not params or index in opt._flat:
@@ -225,10 +227,16 @@ def maybe_build_buckets(opt, index: int, group: dict, engine: str) -> int:
         if resolve_engine("auto", cached[1], params[0].device) != "fused":
             return NOT_FUSED
     if len(set(params)) != len(params):
+        if info is not None:
+            info["fallback"] = "a parameter listed twice"
         return NOT_FUSED  # a parameter listed twice (torch warns) is stepped twice, eagerly
     mode = fused_mode(opt, group)
     if mode is None:
-        return NOT_FUSED  # e.g. a reduction over the whole group: no per-bucket kernel
+        # a reduction over the whole group needs every bucket's part before any bucket can
+        # go on: no per-bucket kernel computes it
+        if info is not None:
+            info["fallback"] = "a reduction over the whole group"
+        return NOT_FUSED
     # Parameters without a gradient now (frozen ones, typically) stay idle and are skipped, as
     # every engine skips them; if one gets a gradient later, the group is rebuilt around it.
     idle = [p for p in params if p.grad is None]
@@ -335,7 +343,8 @@ def formula_kinds(opt, group: dict) -> frozenset[str]:
 def fused_mode(opt, group: dict) -> str | None:
     """How the fused engine runs ``group``: ``"flat"`` (an elementwise formula: one pass over
     flat buffers of all the group's parameters), ``"batched"`` (reductions over a parameter
-    or matrix operations: one kernel per batch of same-shape parameters), or ``None``."""
+    or matrix operations: one kernel per batch of same-shape parameters), or ``None`` (a
+    reduction over the whole group: the group runs on the foreach path)."""
     kinds = formula_kinds(opt, group)
     if kinds <= {"elementwise"}:
         return "flat"

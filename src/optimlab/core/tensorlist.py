@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor
 
 from optimlab.core.vocabulary import VOCABULARY, Op, math_function
@@ -72,9 +73,9 @@ def bind(op: Op, args: tuple, kwargs: dict) -> tuple[tuple, list, dict]:
 
 def _math_one(op: Op):
     """The op's math for one tensor, out of place; an op written for batches of parameters
-    gets a batch of one."""
+    gets a batch of one (a group op's math is one tensor's part of the total)."""
     math = math_function(op)
-    if op.kind == "elementwise":
+    if op.kind in ("elementwise", "group"):
         return math
 
     def batched(*args, **statics):
@@ -131,8 +132,25 @@ class DifferentiableOps(LoopOps):
         return t.clone() if isinstance(t, Tensor) and id(t) in self.persistent else t
 
 
+def _group_total(parts: list) -> list:
+    """Each tensor's part of a group reduction added up: the same 0-d total for every tensor
+    (parts on several devices are added on the first one's)."""
+    if not parts:
+        return []
+    device = parts[0].device
+    total = torch.stack([p.to(device) for p in parts]).sum()
+    return [total] * len(parts)
+
+
 def _loop_method(op: Op):
     one = _one_tensor(op)
+    if op.kind == "group":
+
+        def group_method(self, *args, **kwargs):
+            lists, _, statics = bind(op, args, kwargs)
+            return _group_total([one(x, **statics) for x in lists[0]])
+
+        return group_method
 
     def method(self, *args, **kwargs):
         lists, scalars, statics = bind(op, args, kwargs)
@@ -157,6 +175,13 @@ def _foreach_method(op: Op, fallback):
 
 def _differentiable_method(op: Op):
     math = _math_one(op)
+    if op.kind == "group":
+
+        def group_method(self, *args, **kwargs):
+            lists, _, statics = bind(op, args, kwargs)
+            return _group_total([math(self._operand(x), **statics) for x in lists[0]])
+
+        return group_method
 
     def method(self, *args, **kwargs):
         lists, scalars, statics = bind(op, args, kwargs)

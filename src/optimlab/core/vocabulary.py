@@ -24,7 +24,10 @@ parameter's own elements (an RMS, the row and column means of a factored second 
 ``"matrix"`` ones treat a parameter as a matrix (a product, Newton–Schulz); the fused engine
 runs those on batches of same-shape parameters (leading dimension: the batch), and every other
 engine gives them a batch of one. Their math is written for such a batch: ``_param_dims(t)`` are
-the dimensions of one parameter.
+the dimensions of one parameter. ``"group"`` operations reduce over every tensor of the list
+(a global norm, the sums parameter-free methods need): their math is one tensor's part, the
+engines add the parts, and each tensor gets the same 0-d total; the fused engine runs a
+formula with one on the foreach path (``step_info``'s ``fallback`` says so).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-KINDS = ("elementwise", "reduction", "matrix")
+KINDS = ("elementwise", "reduction", "matrix", "group")
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,8 @@ VOCABULARY: tuple[Op, ...] = (
        foreach=torch._foreach_lerp),
     Op("maximum", "torch.maximum(t0, t1)", 2, loop=torch.maximum,
        foreach=torch._foreach_maximum),
+    Op("positive", "(t0 > 0).to(t0.dtype)", 1,
+       doc="a mask: 1 where x > 0, else 0 (NaN gives 0)"),
     Op("clamp_min", "torch.clamp(t0, min=s0)", 1, ("lo",),
        loop=lambda x, lo: torch.clamp(x, min=lo), foreach=torch._foreach_clamp_min),
     # -- in place: the result is written into the first list ----------------------------------
@@ -212,6 +217,11 @@ VOCABULARY: tuple[Op, ...] = (
        doc="mean of x² over the second-to-last dimension (its columns)"),
     Op("row_mean", "torch.mean(t0, dim=-2, keepdim=True)", 1, kind="reduction",
        doc="mean over the second-to-last dimension (a factor's normaliser)"),
+    # -- over the whole list (one 0-d total, the same for every tensor) ------------------------
+    Op("group_sum", "torch.sum(t0)", 1, kind="group",
+       doc="Σ of every element of every tensor of the group"),
+    Op("group_sum_sq", "torch.sum(t0 * t0)", 1, kind="group",
+       doc="Σ x² over the whole group: the squared global norm"),
     # -- matrices --------------------------------------------------------------------------------
     Op("matmul", "t0 @ t1", 2, kind="matrix"),
     Op("newton_schulz", "_newton_schulz(t0, a, b, c, steps, eps, dtype)", 1,

@@ -353,7 +353,7 @@ class Optimizer(torch.optim.Optimizer):
         status = None
         if engine in ("fused", "auto"):
             if index not in self._flat:
-                status = maybe_build_buckets(self, index, hp, engine)
+                status = maybe_build_buckets(self, index, hp, engine, info)
             rest = try_fused_step(self, index, hp, info)
             if rest is not None:
                 if not rest:
