@@ -88,6 +88,22 @@ def _add_grid_extend(p: argparse.ArgumentParser) -> None:
     )
 
 
+#: A shared store's URL, as --help shows it.
+STORAGE_URL = "postgresql://USER:PASSWORD@HOST/DATABASE"
+
+
+def _add_storage(p: argparse.ArgumentParser) -> None:
+    """``--storage`` of the commands that run a search."""
+    p.add_argument(
+        "--storage",
+        default=None,
+        metavar="URL",
+        help=f"keep the runs and the Optuna studies in this PostgreSQL database ({STORAGE_URL}) "
+        "instead of OUT/lab.db: every process that runs the same command against it, on any "
+        "machine, shares the search and the runs",
+    )
+
+
 def _shown(text: str) -> str:
     """The user's text in an error message, cut short (a 5000-digit number is one long line)."""
     return repr(text if len(text) <= 40 else text[:37] + "...")
@@ -204,7 +220,7 @@ examples:
   optimlab compare -p digits_mlp rosenbrock -o sgd momentum adam --budget 8 --seeds 5
   optimlab compare -o "adam:betas=(0.9,0.99),eps=1e-6" adamw:weight_decay=0.1
   optimlab compare --search optuna --hparams all --budget 30
-  optimlab compare --search optuna --storage postgresql://user@db/optimlab   # share a search
+  optimlab compare --search optuna --storage postgresql://lab:pw@db/optimlab  # share a search
   optimlab compare --track wandb mlflow              # W&B (offline) and MLflow (OUT/mlflow.db)
 
 Re-running the same command resumes: finished runs are read from OUT/lab.db, not recomputed.
@@ -262,12 +278,7 @@ def _add_compare(sub, name: str) -> argparse.ArgumentParser:
         help="with --search optuna: what to tune besides lr: 'lr', 'all' or names "
         "(e.g. beta1,weight_decay)",
     )
-    p.add_argument(
-        "--storage",
-        default=None,
-        metavar="URL",
-        help="Optuna storage URL (default: sqlite:///OUT/lab.db)",
-    )
+    _add_storage(p)
     p.add_argument("--no-lr-find", action="store_true", help="skip the lr range tests")
     _add_grid_extend(p)
     _add_common(p)
@@ -291,7 +302,8 @@ def _sweep_kwargs(args) -> dict[str, Any]:
 
 
 def _finish(results, args) -> int:
-    console.print_outcome(results, args.out, report=not args.no_report)
+    store = commands.store_location(args.out, getattr(args, "storage", None))
+    console.print_outcome(results, args.out, report=not args.no_report, store=store)
     return 0
 
 
@@ -316,8 +328,8 @@ examples:
   optimlab tune -p digits_mlp -o adam                       # lr only, 20 trials
   optimlab tune -p digits_mlp -o adamw --hparams all --budget 40
   optimlab tune -p digits_mlp -o sgd --hparams momentum,weight_decay
-  # several machines, one search: run the same command on each
-  optimlab tune -p digits_mlp -o adam --budget 100 --storage postgresql://user:pw@host/optuna
+  # several machines, one search and one run store: run the same command on each
+  optimlab tune -p digits_mlp -o adam --budget 100 --storage postgresql://lab:pw@db/optimlab
 """
 
 
@@ -327,7 +339,8 @@ def _add_tune(sub, name: str) -> argparse.ArgumentParser:
         help="Optuna search for one optimizer on one problem",
         description="Search the learning rate (log-uniform over the problem's range) and, on "
         "request, other hyperparameters of one optimizer with Optuna's TPE sampler; the "
-        "study lives in OUT/lab.db or in --storage. The best setting is rerun on --seeds.",
+        "study and the runs live in OUT/lab.db or in the PostgreSQL database of --storage. "
+        "The best setting is rerun on --seeds.",
         epilog=TUNE_EPILOG,
         formatter_class=_Formatter,
     )
@@ -352,12 +365,7 @@ def _add_tune(sub, name: str) -> argparse.ArgumentParser:
         metavar="N",
         help="seeds for the best setting",
     )
-    p.add_argument(
-        "--storage",
-        default=None,
-        metavar="URL",
-        help="Optuna storage URL shared by several machines (default: sqlite:///OUT/lab.db)",
-    )
+    _add_storage(p)
     _add_common(p)
     p.set_defaults(func=_run_tune)
     return p
@@ -525,6 +533,7 @@ examples:
   optimlab report --out runs/exp1 --list
   optimlab report --sweep 3fa9c2 --gif
   optimlab report --track wandb mlflow       # log a stored sweep to W&B and MLflow
+  optimlab report --storage postgresql://lab:pw@db/optimlab --kind tune   # a shared search
 """
 
 
@@ -534,7 +543,9 @@ def _add_report(sub, name: str) -> argparse.ArgumentParser:
         help="rebuild a report from the runs stored in OUT/lab.db",
         description="Rebuild the HTML/Markdown report and figures of a stored sweep (the most "
         "recently updated one by default) without running anything. Works on an "
-        "unfinished sweep too: it shows what has finished.",
+        "unfinished sweep too: it shows what has finished. With --storage the runs are read "
+        "from that database (a search shared by several machines) and the report is written "
+        "to OUT.",
         epilog=REPORT_EPILOG,
         formatter_class=_Formatter,
     )
@@ -548,6 +559,13 @@ def _add_report(sub, name: str) -> argparse.ArgumentParser:
     )
     p.add_argument("--list", action="store_true", help="list the stored sweeps and exit")
     p.add_argument("--gif", action="store_true", help="also animate 2-D trajectories")
+    p.add_argument(
+        "--storage",
+        default=None,
+        metavar="URL",
+        help=f"read the runs from this PostgreSQL database ({STORAGE_URL}) instead of "
+        "OUT/lab.db, and write the report to OUT",
+    )
     add_tracking_arguments(p)
     p.add_argument("--debug", action="store_true", help="show tracebacks instead of one line")
     p.set_defaults(func=_run_report, config=None)
@@ -556,11 +574,17 @@ def _add_report(sub, name: str) -> argparse.ArgumentParser:
 
 def _run_report(args) -> int:
     if args.list:
-        sweeps = commands.list_sweeps(args.out)
-        console.print_sweeps(commands.db_path(args.out), sweeps)
+        sweeps = commands.list_sweeps(args.out, args.storage)
+        store = commands.store_location(args.out, args.storage)
+        console.print_sweeps(store, sweeps, args.out)
         return 0
     results = commands.rebuild_report(
-        args.out, args.sweep, args.kind, gif=True if args.gif else None, **tracking_kwargs(args)
+        args.out,
+        args.sweep,
+        args.kind,
+        gif=True if args.gif else None,
+        storage=args.storage,
+        **tracking_kwargs(args),
     )
     if results.summaries():
         console.print_summary(results)
@@ -678,7 +702,7 @@ def _main(argv: list[str]) -> int:
         if debug:
             raise
         console.error_line(
-            "interrupted; finished runs are kept in lab.db: run the same command again to resume"
+            "interrupted; finished runs are kept in the store: run the same command again to resume"
         )
         return 130
     except RunFailed as exc:

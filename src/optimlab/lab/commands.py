@@ -20,6 +20,7 @@ from optimlab.lab.errors import LabError
 from optimlab.lab.files import ensure_writable_dir
 from optimlab.lab.limits import MAX_STEPS, check_int, check_lr_range, check_seed, max_processes
 from optimlab.lab.protocol import LR_FIND_STEPS, QUICK_LR_FIND_STEPS, plan_sweep, run_sweep
+from optimlab.lab.storage import open_store, parse_storage, redact
 from optimlab.lab.tracking import make_trackers, prepare_trackers, track_sweep
 
 #: Where every command writes (``lab.db``, reports, figures) unless told otherwise.
@@ -94,8 +95,11 @@ def compare(
             one log step at a time, while the best learning rate lies at its edge (default
             3; ``quick``: 1; 0 keeps the grid as it is).
         quick: tiny budgets for smoke tests.
-        out_dir: where ``lab.db``, the report and figures go.
-        storage: Optuna storage URL (default: the same SQLite file).
+        out_dir: where ``lab.db`` (without ``storage``), the report and figures go.
+        storage: where the runs and the Optuna studies live instead of ``out_dir/lab.db``:
+            ``postgresql://user:password@host/database`` shares both with every process, on
+            any machine, that runs the same sweep against the same URL (see
+            :mod:`optimlab.lab.storage`); ``sqlite:///path`` moves only the studies.
         workers: processes (default: all cores; 1 runs in this process).
         threads: torch threads per worker (``None``: torch's default).
         engine: optimizer engine (``"auto"``, ``"loop"``, ``"foreach"``, ``"fused"``).
@@ -118,6 +122,7 @@ def compare(
         workers = check_int("workers", workers, 1, max_processes())
     if threads is not None:
         threads = check_int("threads", threads, 1, max_processes())
+    parse_storage(storage)
     sweep = plan_sweep(
         problems,
         optimizers,
@@ -137,11 +142,18 @@ def compare(
     trackers = prepare_trackers(
         make_trackers(track, tensorboard=tensorboard, mlflow_uri=mlflow_uri), out
     )
-    run_sweep(sweep, out, storage=storage, workers=workers, threads=threads, progress=progress)
+    run_sweep(
+        sweep,
+        out,
+        storage=storage,
+        workers=workers,
+        threads=threads,
+        progress=progress,
+    )
 
     from optimlab.lab.results import Results
 
-    results = Results.load(out, sweep.sweep_id)
+    results = Results.load(out, sweep.sweep_id, storage=storage)
     if report:
         results.write_report(out)
     results.tracking = track_sweep(results, trackers)
@@ -163,8 +175,9 @@ def tune(
 
     ``lr`` is searched log-uniformly over the problem's range; ``hparams="all"`` (or a list
     of names from :func:`optimlab.lab.tuning.search_space`) adds other hyperparameters.
-    ``storage`` is any Optuna storage URL; machines running the same ``tune`` against the same
-    URL share one study. The best setting is rerun on ``seeds`` seeds. Other keyword arguments
+    ``storage`` is a PostgreSQL URL (``postgresql://user:password@host/database``): processes
+    running the same ``tune`` against the same URL, on one machine or many, share one study
+    and one run store. The best setting is rerun on ``seeds`` seeds. Other keyword arguments
     are those of :func:`compare`.
     """
     if budget is None:
@@ -334,12 +347,18 @@ def db_path(out_dir: str | os.PathLike) -> Path:
     return Path(out_dir) / DB_NAME
 
 
-def list_sweeps(out_dir: str | os.PathLike = DEFAULT_OUT) -> list[dict[str, Any]]:
-    """The sweeps stored in ``out_dir/lab.db``, most recently updated first."""
-    from optimlab.lab.store import Store
-
-    with Store(out_dir, read_only=True) as store:
+def list_sweeps(
+    out_dir: str | os.PathLike = DEFAULT_OUT, storage: str | None = None
+) -> list[dict[str, Any]]:
+    """The sweeps stored in ``out_dir/lab.db`` (or in ``storage``), most recently updated
+    first."""
+    with open_store(out_dir, storage, read_only=True) as store:
         return store.sweeps()
+
+
+def store_location(out_dir: str | os.PathLike = DEFAULT_OUT, storage: str | None = None) -> str:
+    """How messages name the store of ``out_dir`` and ``storage`` (a password never shows)."""
+    return redact(storage) if storage is not None else str(db_path(out_dir).resolve())
 
 
 def rebuild_report(
@@ -351,14 +370,17 @@ def rebuild_report(
     track: Sequence[str] | str | None = (),
     tensorboard: bool = False,
     mlflow_uri: str | None = None,
+    storage: str | None = None,
 ):
     """Rewrite the report of a stored sweep (default: the latest) without running anything;
     returns its :class:`Results` (``results.report_path`` is the HTML file). ``track``,
-    ``tensorboard`` and ``mlflow_uri`` log the stored sweep as :func:`compare` does."""
+    ``tensorboard`` and ``mlflow_uri`` log the stored sweep as :func:`compare` does.
+    ``storage`` reads the runs from that database (any machine can build the report of a
+    shared search) and writes the report into ``out_dir``."""
     from optimlab.lab.report import write_report
     from optimlab.lab.results import Results
 
-    results = Results.load(out_dir, sweep, kind)
+    results = Results.load(out_dir, sweep, kind, storage=storage)
     out = ensure_writable_dir(out_dir)
     trackers = prepare_trackers(
         make_trackers(track, tensorboard=tensorboard, mlflow_uri=mlflow_uri), out

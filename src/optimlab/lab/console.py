@@ -125,15 +125,18 @@ def print_summary(results, console=None) -> None:
         console.print(line, markup=False, highlight=False)
 
 
-def print_outcome(results, out_dir, *, report: bool, console=None) -> None:
-    """After a sweep: its tables, then where the report, the tracked runs and the runs are."""
+def print_outcome(
+    results, out_dir, *, report: bool, console=None, store: str | None = None
+) -> None:
+    """After a sweep: its tables, then where the report, the tracked runs and the runs are
+    (``store``: how to name the store, default ``out_dir/lab.db``)."""
     if results.summaries():
         print_summary(results, console)
     print_banners(results)
     if report:
         print_report_path(results)
     print_tracking(results)
-    db = (Path(out_dir) / "lab.db").resolve()
+    db = store or (Path(out_dir) / "lab.db").resolve()
     print(f"Runs stored in {db} (sweep {results.sweep_id[:12]})")
 
 
@@ -199,13 +202,14 @@ def print_lr_find(outcome) -> None:
     print(f"Curves: {outcome.files['json'].resolve()}")
 
 
-def print_sweeps(db: Path, sweeps: list[dict[str, Any]]) -> None:
-    """``optimlab report --list``: one row per stored sweep, with its report if written."""
+def print_sweeps(db: str | Path, sweeps: list[dict[str, Any]], out_dir=None) -> None:
+    """``optimlab report --list``: one row per stored sweep of the store ``db``, with its
+    report in ``out_dir`` (default: the store's directory) if written there."""
     from rich.table import Table
 
     from optimlab.lab.report_index import report_dir
 
-    out_dir = Path(db).parent
+    out_dir = Path(db).parent if out_dir is None else Path(out_dir)
     table = Table(title=f"sweeps in {db}", title_justify="left")
     for name in ("sweep", "kind", "problems", "optimizers", "updated", "complete", "report"):
         table.add_column(name, overflow="fold")

@@ -49,7 +49,8 @@ from optimlab.lab.parallel import WorkerPool
 from optimlab.lab.problem_lookup import resolve_problems
 from optimlab.lab.runner import DEFAULT_EVALS, PROTOCOL_VERSION, execute_run, make_run_config
 from optimlab.lab.specs import OptimizerSpec
-from optimlab.lab.store import Store
+from optimlab.lab.storage import open_store
+from optimlab.lab.store import RunStore
 from optimlab.lab.tuning import (
     GRID_EXTEND,
     QUICK_GRID_EXTEND,
@@ -218,16 +219,15 @@ def run_sweep(
     threads: int | None = 1,
     progress: bool | Any = False,
 ) -> None:
-    """Run every run of ``sweep`` that ``out/lab.db`` does not hold yet, storing each at once."""
+    """Run every run of ``sweep`` that its store (``out/lab.db``, or the database of
+    ``storage``) does not hold yet, storing each at once."""
     plan, sweep_id = sweep.plan, sweep.sweep_id
-    store = Store(out)
+    store = open_store(out, storage)
     try:
         store.begin_sweep(sweep_id, sweep.kind, plan)
         with WorkerPool(workers, threads) as pool:
             cells = [
-                _make_cell(
-                    key, problem, spec, plan, sweep_id, store, storage, pool.workers, sweep.specs
-                )
+                _make_cell(key, problem, spec, plan, sweep_id, store, pool.workers, sweep.specs)
                 for key, problem in sweep.problems
                 for spec in sweep.specs
             ]
@@ -247,7 +247,7 @@ def _progress(progress: bool | Any):
     return progress
 
 
-def _make_cell(key, problem, spec, plan, sweep_id, store, storage, workers, specs) -> Cell:
+def _make_cell(key, problem, spec, plan, sweep_id, store, workers, specs) -> Cell:
     objective = objective_for(problem)
     lo, hi = plan["lr_ranges"][key]
     base = {k: v for k, v in spec.hparams.items() if k != "lr"}
@@ -260,7 +260,7 @@ def _make_cell(key, problem, spec, plan, sweep_id, store, storage, workers, spec
         if params or not lr_fixed:
             tuner = OptunaTuner(
                 study_name=f"optimlab:{plan['kind']}:{problem.name}:{spec.label}:{sweep_id[:8]}",
-                storage=storage or store.optuna_url,
+                storage=store.optuna_url,
                 objective=objective,
                 base=base,
                 lr_range=None if lr_fixed else (lo, hi),
@@ -281,7 +281,7 @@ def _make_cell(key, problem, spec, plan, sweep_id, store, storage, workers, spec
 class _Scheduler:
     """Feeds tasks to the pool, stores results as they arrive, and queues follow-up work."""
 
-    def __init__(self, store: Store, pool: WorkerPool, sweep_id: str, plan, progress) -> None:
+    def __init__(self, store: RunStore, pool: WorkerPool, sweep_id: str, plan, progress) -> None:
         self.store, self.pool, self.sweep_id, self.plan = store, pool, sweep_id, plan
         self.progress = progress
         self.queue: deque[Task] = deque()

@@ -16,7 +16,7 @@ from typing import Any
 
 from optimlab.lab.errors import LabError
 from optimlab.lab.objective import Objective, objective_for
-from optimlab.lab.store import Store
+from optimlab.lab.storage import open_store
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -120,13 +120,23 @@ class Results:
         self._summaries: list[CellSummary] | None = None
         #: what each tracking backend did with this sweep (:mod:`optimlab.lab.tracking`)
         self.tracking: list = []
+        #: how messages name the store the runs were read from (set by :meth:`load`)
+        self.store_location: str | None = None
 
     # -- loading -----------------------------------------------------------------------------
     @classmethod
-    def load(cls, out_dir, sweep_id: str | None = None, kind: str | None = None) -> Results:
-        """Read a sweep from ``out_dir/lab.db`` (default: the most recently updated one)."""
-        with Store(out_dir, read_only=True) as store:
-            db = store.path
+    def load(
+        cls,
+        out_dir,
+        sweep_id: str | None = None,
+        kind: str | None = None,
+        *,
+        storage: str | None = None,
+    ) -> Results:
+        """Read a sweep from ``out_dir/lab.db``, or from the database of ``storage`` (a
+        ``--storage`` URL), default: the most recently updated sweep."""
+        with open_store(out_dir, storage, read_only=True) as store:
+            db = store.location
             if sweep_id is None:
                 sweeps = store.sweeps(kind)
                 if not sweeps:
@@ -145,7 +155,9 @@ class Results:
                 others = [fp for fp in store.problem_fingerprints(key) if fp != fingerprint]
                 if others:
                     replaced[key] = len(others)
-        return cls(sweep, runs, finds, out_dir, replaced)
+        results = cls(sweep, runs, finds, out_dir, replaced)
+        results.store_location = db
+        return results
 
     # -- structure ---------------------------------------------------------------------------
     @property

@@ -246,16 +246,23 @@ class OptunaTuner:
         sampler = optuna.samplers.TPESampler(
             seed=seed, n_startup_trials=max(2, min(10, budget // 3)), constant_liar=True
         )
+        from optimlab.lab.storage import optuna_engine_options
+
         try:
             self.study = optuna.create_study(
                 study_name=study_name,
-                storage=storage,
+                storage=optuna.storages.RDBStorage(
+                    storage, engine_kwargs=optuna_engine_options(storage)
+                ),
                 sampler=sampler,
                 direction=objective.direction,
                 load_if_exists=True,
             )
         except Exception as exc:  # bad URL, missing driver, unreachable server
-            raise LabError(f"cannot open Optuna storage '{storage}': {exc}") from None
+            from optimlab.lab.storage import redact
+
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise LabError(f"cannot open the Optuna storage {redact(storage)}: {reason}") from None
         self._states = optuna.trial.TrialState
         self._inflight: dict[int, dict[str, Any]] = {}
         self._adopted: list[tuple[int, dict[str, Any]]] = []
