@@ -4,6 +4,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -48,7 +49,7 @@ def test_search_params_by_name_and_all():
         search_params("adam", "rho")
 
 
-def _tuner(url, budget=3):
+def _tuner(url, budget=3, grace_period=120):
     return OptunaTuner(
         study_name="t",
         storage=url,
@@ -60,6 +61,7 @@ def _tuner(url, budget=3):
         budget=budget,
         parallel=1,
         seed=0,
+        grace_period=grace_period,
     )
 
 
@@ -103,6 +105,87 @@ def test_optuna_trial_of_a_killed_process_is_run_again(tmp_path):
             second.record(tok, hp, _record(1.0))
         adopted = []
     assert [t.state.name for t in second.study.trials] == ["COMPLETE"] * 3
+
+
+_DIE_ELSEWHERE = """
+import os, socket, sys
+sys.path.insert(0, {tests!r})
+socket.gethostname = lambda: "another-machine"
+from test_lab_tuning import _tuner
+[(token, hparams)] = _tuner({url!r}).pending()
+print(token, hparams["lr"], flush=True)
+os._exit(0)  # its heartbeats stop, as a machine that crashed
+"""
+
+_DIE_BEFORE_ITS_FIRST_HEARTBEAT = """
+import os, optuna
+study = optuna.load_study(study_name="t", storage={url!r})
+print(study.ask().number, flush=True)  # a trial nobody owns yet
+os._exit(0)
+"""
+
+
+def _until_done(tuner, record=lambda hp: _record(abs(hp["lr"] - 0.1))):
+    """Run the tuner as the scheduler does, waiting while others' trials are outstanding."""
+    while not tuner.done():
+        pending = tuner.pending()
+        if not pending:
+            assert tuner.waiting()
+            time.sleep(tuner.poll_interval)
+        for token, hp in pending:
+            tuner.record(token, hp, record(hp))
+
+
+@pytest.mark.parametrize("script", [_DIE_ELSEWHERE, _DIE_BEFORE_ITS_FIRST_HEARTBEAT])
+def test_a_trial_whose_worker_died_elsewhere_is_failed_and_run_again(tmp_path, script):
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    _tuner(url).close()  # the study exists
+    code = script.format(tests=os.path.dirname(__file__), url=url)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    dead = int(out.stdout.split()[0])
+
+    survivor = _tuner(url, budget=3, grace_period=1)
+    started = time.monotonic()
+    _until_done(survivor)
+    survivor.close()
+    assert time.monotonic() - started < 30
+    trials = survivor.study.get_trials()
+    assert [t.state.name for t in trials].count("COMPLETE") == 3
+    assert trials[dead].state.name == "FAIL"
+    [rerun] = [t for t in trials if t.system_attrs.get("failed_trial") == dead]
+    assert rerun.state.name == "COMPLETE" and rerun.user_attrs["pid"] == os.getpid()
+    if "lr" in trials[dead].params:  # a trial that had its parameters runs them again
+        assert rerun.params == trials[dead].params
+
+
+def test_a_trial_whose_run_raised_is_failed_and_not_run_again(tmp_path):
+    tuner = _tuner(f"sqlite:///{tmp_path / 'o.db'}", budget=2)
+    [(token, _)] = tuner.pending()
+    tuner.abandon(token, "ValueError: the optimizer refused")
+    _until_done(tuner)
+    tuner.close()
+    states = [(t.state.name, t.user_attrs.get("error")) for t in tuner.study.get_trials()]
+    assert states == [
+        ("FAIL", "ValueError: the optimizer refused"),
+        ("COMPLETE", None),
+        ("COMPLETE", None),
+    ]
+
+
+def test_processes_of_one_study_never_exceed_its_budget(tmp_path):
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    first, second = _tuner(url, budget=3), _tuner(url, budget=3)
+    first.parallel = second.parallel = 2
+    second.host = "another-machine"  # or it would take over the trials of this process
+    asked = first.pending() + second.pending()  # two, then the one left
+    assert len(asked) == 3 and second.waiting() is False
+    assert first.pending() == [] and second.pending() == []
+    for tuner, (token, hp) in zip([first, first, second], asked):
+        assert not tuner.done()
+        tuner.record(token, hp, _record(1.0))
+    assert first.done() and second.done() and first.best() == second.best()
+    first.close()
+    second.close()
 
 
 def _accuracy_peaking_at(peak):

@@ -23,6 +23,7 @@ from optimlab.lab import commands, console
 from optimlab.lab.errors import LabError, RunFailed
 from optimlab.lab.limits import (
     MAX_BUDGET,
+    MAX_GRACE_PERIOD,
     MAX_SEED,
     MAX_SEEDS,
     MAX_STEPS,
@@ -34,6 +35,7 @@ from optimlab.lab.limits import (
 from optimlab.lab.protocol import LR_FIND_STEPS, QUICK_LR_FIND_STEPS
 from optimlab.lab.specs import split_specs
 from optimlab.lab.tracking.arguments import add_tracking_arguments, tracking_kwargs
+from optimlab.lab.tuning import GRACE_PERIOD
 
 
 class _Parser(argparse.ArgumentParser):
@@ -93,7 +95,7 @@ STORAGE_URL = "postgresql://USER:PASSWORD@HOST/DATABASE"
 
 
 def _add_storage(p: argparse.ArgumentParser) -> None:
-    """``--storage`` of the commands that run a search."""
+    """``--storage`` and ``--grace-period`` of the commands that run a search."""
     p.add_argument(
         "--storage",
         default=None,
@@ -101,6 +103,14 @@ def _add_storage(p: argparse.ArgumentParser) -> None:
         help=f"keep the runs and the Optuna studies in this PostgreSQL database ({STORAGE_URL}) "
         "instead of OUT/lab.db: every process that runs the same command against it, on any "
         "machine, shares the search and the runs",
+    )
+    p.add_argument(
+        "--grace-period",
+        type=_int_type(1, MAX_GRACE_PERIOD),
+        default=GRACE_PERIOD,
+        metavar="SECONDS",
+        help="with a shared --storage: a worker whose running trials send no heartbeat for "
+        "this long is taken for dead, and its trials are run again by another",
     )
 
 
@@ -316,6 +326,7 @@ def _run_compare(args) -> int:
         search=args.search,
         hparams=args.hparams,
         storage=args.storage,
+        grace_period=args.grace_period,
         lr_find=not args.no_lr_find,
         grid_extend=args.grid_extend,
         **_sweep_kwargs(args),
@@ -379,6 +390,7 @@ def _run_tune(args) -> int:
         hparams=args.hparams,
         seeds=args.seeds,
         storage=args.storage,
+        grace_period=args.grace_period,
         **_sweep_kwargs(args),
     )
     console.print_best_settings(results)

@@ -18,10 +18,18 @@ from typing import Any
 
 from optimlab.lab.errors import LabError
 from optimlab.lab.files import ensure_writable_dir
-from optimlab.lab.limits import MAX_STEPS, check_int, check_lr_range, check_seed, max_processes
+from optimlab.lab.limits import (
+    MAX_GRACE_PERIOD,
+    MAX_STEPS,
+    check_int,
+    check_lr_range,
+    check_seed,
+    max_processes,
+)
 from optimlab.lab.protocol import LR_FIND_STEPS, QUICK_LR_FIND_STEPS, plan_sweep, run_sweep
 from optimlab.lab.storage import open_store, parse_storage, redact
 from optimlab.lab.tracking import make_trackers, prepare_trackers, track_sweep
+from optimlab.lab.tuning import GRACE_PERIOD
 
 #: Where every command writes (``lab.db``, reports, figures) unless told otherwise.
 DEFAULT_OUT = "optimlab-out"
@@ -69,6 +77,7 @@ def compare(
     quick: bool = False,
     out_dir: str | os.PathLike = DEFAULT_OUT,
     storage: str | None = None,
+    grace_period: int = GRACE_PERIOD,
     workers: int | None = None,
     threads: int | None = 1,
     engine: str = "auto",
@@ -100,6 +109,8 @@ def compare(
             ``postgresql://user:password@host/database`` shares both with every process, on
             any machine, that runs the same sweep against the same URL (see
             :mod:`optimlab.lab.storage`); ``sqlite:///path`` moves only the studies.
+        grace_period: with a shared storage, seconds without a heartbeat after which a
+            worker's running trials are taken for dead and run again by another worker.
         workers: processes (default: all cores; 1 runs in this process).
         threads: torch threads per worker (``None``: torch's default).
         engine: optimizer engine (``"auto"``, ``"loop"``, ``"foreach"``, ``"fused"``).
@@ -123,6 +134,7 @@ def compare(
     if threads is not None:
         threads = check_int("threads", threads, 1, max_processes())
     parse_storage(storage)
+    grace_period = check_int("grace period", grace_period, 1, MAX_GRACE_PERIOD)
     sweep = plan_sweep(
         problems,
         optimizers,
@@ -149,6 +161,7 @@ def compare(
         workers=workers,
         threads=threads,
         progress=progress,
+        grace_period=grace_period,
     )
 
     from optimlab.lab.results import Results

@@ -22,6 +22,9 @@ MAX_SEEDS = 1_000
 MAX_STEPS = 10_000_000
 #: Seeds are stored as SQLite integers and fed to ``torch.manual_seed``: 0 to 2**63 − 1.
 MAX_SEED = 2**63 - 1
+#: Seconds a worker of a shared search may stay silent before its trials are given to others
+#: (a day: longer only leaves a dead worker's trials waiting).
+MAX_GRACE_PERIOD = 86_400
 #: Worker processes and threads per worker, per core of the machine: more only slows runs
 #: down (they fight over the cores) and can exhaust memory or threads.
 PER_CORE = 4

@@ -20,10 +20,19 @@ All runs go to a pool of worker processes; a cell's reruns are queued as soon as
 done, so cores never wait for the slowest cell. Each finished run is written to the store at
 once, in its own transaction; runs already in the store are never recomputed, which is what
 makes an interrupted command resumable by running it again.
+
+With ``--storage postgresql://…`` the store and the Optuna studies are shared: the same command
+run by several processes, on one machine or many, divides each Optuna search between them
+(each process waits for the others' last trials, then all rerun the same best setting) and
+finds every run any of them finished (:mod:`optimlab.lab.storage`).
 """
 
 from __future__ import annotations
 
+import os
+import socket
+import time
+import zlib
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, wait
@@ -52,6 +61,7 @@ from optimlab.lab.specs import OptimizerSpec
 from optimlab.lab.storage import open_store
 from optimlab.lab.store import RunStore
 from optimlab.lab.tuning import (
+    GRACE_PERIOD,
     GRID_EXTEND,
     QUICK_GRID_EXTEND,
     GridTuner,
@@ -105,6 +115,8 @@ class Task:
     config: dict[str, Any]
     links: list[dict[str, str]]
     on_done: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
+    #: called with a one-line reason when the run raises
+    on_fail: list[Callable[[str], None]] = field(default_factory=list)
 
 
 @dataclass
@@ -218,22 +230,26 @@ def run_sweep(
     workers: int | None = None,
     threads: int | None = 1,
     progress: bool | Any = False,
+    grace_period: int = GRACE_PERIOD,
 ) -> None:
     """Run every run of ``sweep`` that its store (``out/lab.db``, or the database of
     ``storage``) does not hold yet, storing each at once."""
     plan, sweep_id = sweep.plan, sweep.sweep_id
     store = open_store(out, storage)
+    cells: list[Cell] = []
     try:
         store.begin_sweep(sweep_id, sweep.kind, plan)
         with WorkerPool(workers, threads) as pool:
-            cells = [
-                _make_cell(key, problem, spec, plan, sweep_id, store, pool.workers, sweep.specs)
-                for key, problem in sweep.problems
-                for spec in sweep.specs
-            ]
+            for key, problem in sweep.problems:
+                for spec in sweep.specs:  # one at a time: those made are closed on any error
+                    cells.append(
+                        _make_cell(key, problem, spec, sweep, store, pool.workers, grace_period)
+                    )
             _Scheduler(store, pool, sweep_id, plan, _progress(progress)).run(cells)
         store.finish_sweep(sweep_id)
     finally:
+        for cell in cells:
+            cell.tuner.close()
         store.close()
 
 
@@ -247,7 +263,18 @@ def _progress(progress: bool | Any):
     return progress
 
 
-def _make_cell(key, problem, spec, plan, sweep_id, store, workers, specs) -> Cell:
+def _sampler_seed(sweep_id: str, store: RunStore) -> int:
+    """The TPE sampler's seed: the sweep's own, so that a search on one machine draws the same
+    points every time; mixed with the host and process when the store is shared, because
+    workers of one study that draw the same "random" start points would run them twice."""
+    seed = int(sweep_id[:8], 16)
+    if store.shared:
+        seed ^= zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode())
+    return seed
+
+
+def _make_cell(key, problem, spec, sweep: SweepPlan, store, workers, grace_period) -> Cell:
+    plan, sweep_id, specs = sweep.plan, sweep.sweep_id, sweep.specs
     objective = objective_for(problem)
     lo, hi = plan["lr_ranges"][key]
     base = {k: v for k, v in spec.hparams.items() if k != "lr"}
@@ -268,7 +295,9 @@ def _make_cell(key, problem, spec, plan, sweep_id, store, workers, specs) -> Cel
                 defaults=optimizer_defaults(spec.name, base) if params else {},
                 budget=budget,
                 parallel=max(1, workers // max(1, len(plan["problems"]) * len(specs))),
-                seed=int(sweep_id[:8], 16),
+                seed=_sampler_seed(sweep_id, store),
+                grace_period=grace_period,
+                lock=store.search_lock,
             )
             return Cell(key, problem, spec, plan["steps"][key], tuner, objective)
     if spec.fixed_lr is not None:
@@ -287,8 +316,10 @@ class _Scheduler:
         self.queue: deque[Task] = deque()
         self.inflight: dict[Any, Task] = {}
         self.by_id: dict[str, Task] = {}
+        self.cells: list[Cell] = []
 
     def run(self, cells: list[Cell]) -> None:
+        self.cells = cells
         total = 0
         for cell in cells:
             # Every final run counts, also the first seed's, which comes from the store.
@@ -308,7 +339,7 @@ class _Scheduler:
         seeds = self.plan["seeds"]
         return seeds[:1] if cell.problem.deterministic else seeds
 
-    def _run_task(self, cell: Cell, hparams: dict[str, Any], seed: int, role: str, on_done):
+    def _run_task(self, cell: Cell, hparams, seed: int, role: str, on_done, on_fail=None):
         config = make_run_config(
             cell.key,
             cell.spec.name,
@@ -320,7 +351,10 @@ class _Scheduler:
             fingerprint=self.plan.get("fingerprints", {}).get(cell.key),
         )
         links = [cell.links(self.sweep_id, role)]
-        self.queue.append(Task(config_hash(config), "run", config, links, [on_done]))
+        task = Task(config_hash(config), "run", config, links, [on_done])
+        if on_fail is not None:
+            task.on_fail.append(on_fail)
+        self.queue.append(task)
 
     def _queue_tuning(self, cell: Cell) -> None:
         for token, hparams in cell.tuner.pending():
@@ -330,6 +364,7 @@ class _Scheduler:
                 self.plan["seeds"][0],
                 "tune",
                 lambda record, t=token, h=hparams: self._tuned(cell, t, h, record),
+                lambda reason, t=token: cell.tuner.abandon(t, reason),
             )
 
     def _tuned(self, cell: Cell, token, hparams, record) -> None:
@@ -337,10 +372,16 @@ class _Scheduler:
         cell.tuner.record(token, hparams, record)
         if cell.tuner.size > planned:  # the grid grew past an edge
             self.progress.add_total(cell.tuner.size - planned)
+        self._advance(cell)
+
+    def _advance(self, cell: Cell) -> None:
+        """More tuning while the budget lasts; once it is spent, the reruns of the best."""
         if not cell.tuner.done():
             self._queue_tuning(cell)
         elif not cell.finals_queued:
             cell.finals_queued = True
+            for _ in range(cell.tuner.done_elsewhere):  # trials other processes ran
+                self.progress.advance(cached=True)
             cell.best = cell.tuner.best()
             for seed in self._seeds(cell):
                 self._run_task(cell, cell.best, seed, "final", lambda record: None)
@@ -377,9 +418,11 @@ class _Scheduler:
                 # optimizer, or the seed-0 rerun of a tuning run): wait for that one.
                 in_flight.links += task.links
                 in_flight.on_done += task.on_done
+                in_flight.on_fail += task.on_fail
                 continue
             record = self._cached(task)
             if record is not None:
+                # Finished earlier, by this command or another (a worker of a shared search).
                 self.store.link(task.item_id, task.kind, task.links)
                 self.progress.advance(cached=True)
                 for callback in task.on_done:
@@ -390,30 +433,47 @@ class _Scheduler:
             self.inflight[future] = task
             self.by_id[task.item_id] = task
 
+    def _waiting(self) -> list[Cell]:
+        """Cells whose search waits for trials that run in other processes."""
+        return [cell for cell in self.cells if not cell.finals_queued and cell.tuner.waiting()]
+
     def _loop(self) -> None:
         while True:
             self._dispatch()
-            if not self.inflight:
+            waiting = self._waiting()
+            if not self.inflight and not waiting:
                 return
-            done, _ = wait(list(self.inflight), return_when=FIRST_COMPLETED)
+            # While others run a search's last trials, look at it again every few seconds.
+            timeout = min((c.tuner.poll_interval for c in waiting), default=None)
+            if self.inflight:
+                done, _ = wait(list(self.inflight), timeout=timeout, return_when=FIRST_COMPLETED)
+            else:
+                time.sleep(timeout)
+                done = set()
             for future in done:
-                task = self.inflight.pop(future)
-                del self.by_id[task.item_id]
-                try:
-                    record = future.result()
-                except LabError:
-                    raise
-                except Exception as exc:
-                    cfg = task.config
-                    lr = cfg.get("hparams", {}).get("lr", cfg.get("start_lr"))
-                    raise RunFailed(
-                        f"{task.kind} {cfg['problem']}/{cfg['optimizer']} lr={lr} "
-                        f"seed={cfg['seed']} failed: {type(exc).__name__}: {exc}"
-                    ) from exc
-                if task.kind == "run":
-                    self.store.put_run(record, task.links)
-                else:
-                    self.store.put_lr_find(record, task.links)
-                self.progress.advance()
-                for callback in task.on_done:
-                    callback(record)
+                self._finished(future)
+            for cell in waiting:
+                if not cell.finals_queued:
+                    self._advance(cell)
+
+    def _finished(self, future) -> None:
+        task = self.inflight.pop(future)
+        del self.by_id[task.item_id]
+        try:
+            record = future.result()
+        except Exception as exc:
+            cfg = task.config
+            lr = cfg.get("hparams", {}).get("lr", cfg.get("start_lr"))
+            what = f"{task.kind} {cfg['problem']}/{cfg['optimizer']} lr={lr} seed={cfg['seed']}"
+            for callback in task.on_fail:
+                callback(f"{type(exc).__name__}: {exc}")
+            if isinstance(exc, LabError):
+                raise
+            raise RunFailed(f"{what} failed: {type(exc).__name__}: {exc}") from exc
+        if task.kind == "run":
+            self.store.put_run(record, task.links)
+        else:
+            self.store.put_lr_find(record, task.links)
+        self.progress.advance()
+        for callback in task.on_done:
+            callback(record)
