@@ -18,7 +18,10 @@ venv: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(PY) -m optimlab compare
 
+# The tests of the shared run store start a PostgreSQL server of their own; its programs come
+# from Debian's postgresql package, installed here when missing (see .ci/install-postgresql).
 test: $(VENV)/.installed
+	bash .ci/install-postgresql
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest -n 2 -q
