@@ -26,6 +26,7 @@ from optimlab.core.state import StepInputs
 from optimlab.core.tensorlist import (
     FOREACH,
     LOOP,
+    CapturableOps,
     DifferentiableOps,
     group_by_device_and_dtype,
 )
@@ -71,6 +72,10 @@ def run_step(
     per (device, dtype). Sparse gradients always take the loop (the foreach kernels, like
     torch's, have no sparse form).
     """
+    capturable = bool(group.get("capturable"))
+    if capturable:
+        engine = "loop"
+        info["capturable"] = True
     if engine != "loop" and any(g.is_sparse for g in grads):
         engine = "loop"
         info["sparse_gradients"] = "loop engine"
@@ -84,16 +89,23 @@ def run_step(
         p = [as_real(params[i]) for i in idx]
         g = [as_real(grads[i]) for i in idx]
         state = {k: [as_real(s.get(k)) for s in raw] for k in keys}
-        if torch.is_grad_enabled():  # differentiable=True: autograd records the step
+        if capturable:
+            _scalars_to_device(raw, p)
+        if torch.is_grad_enabled() or capturable:
+            # differentiable=True: autograd records the step; capturable=True: no host reads
             kept = [*p, *(t for ts in state.values() for t in ts if t is not None)]
             kept += [t for s in raw for t in s.values() if torch.is_tensor(t)]
-            ops = DifferentiableOps({id(t) for t in kept})
+            persistent = {id(t) for t in kept}
+            ops = DifferentiableOps(persistent) if torch.is_grad_enabled() else None
+            ops = ops or CapturableOps(persistent)
         fresh = {k: [i for i, t in enumerate(state[k]) if t is None] for k in keys}
         steps = None
         if opt._counts_steps(group):
             counters = [s["step"] for s in raw]
             ops.add_scalar_(counters, 1.0)
-            steps = [c.item() for c in counters]
+            # capturable: the counts stay tensors on the device, and so does every scalar the
+            # formula makes from them
+            steps = counters if capturable else [c.item() for c in counters]
         shapes = [tuple(t.shape) for t in p]
         dtypes = [t.dtype for t in p]
         opt._update(StepInputs(ops, group, p, g, state, steps, raw, info, shapes, dtypes))
@@ -104,6 +116,15 @@ def run_step(
                 t = state[k][i]
                 if t is not None:
                     raw[i][k] = torch.view_as_complex(t) if params[idx[i]].is_complex() else t
+
+
+def _scalars_to_device(states: list[dict], params: list[Tensor]) -> None:
+    """capturable=True keeps 0-d state (step counts, NAdam's μ product) on the parameter's
+    device, as torch.optim does; a checkpoint saved without it brings them on the CPU."""
+    for state, p in zip(states, params):
+        for key, value in state.items():
+            if torch.is_tensor(value) and value.dim() == 0 and value.device != p.device:
+                state[key] = value.to(p.device)
 
 
 def new_fused_stats() -> dict:

@@ -118,9 +118,9 @@ class DifferentiableOps(LoopOps):
     An in-place operation on a tensor that some backward function saved breaks autograd, so:
     tensors the step keeps (``persistent``: parameters and state) are updated in place, as
     torch.optim does, but through a clone of their old value (``x.copy_(f(x.clone(), ...))``),
-    and used as operands through a clone too, so a later in-place update cannot invalidate a
-    saved value; every other tensor (intermediates of the formula) is replaced in its list by
-    the out-of-place result. The numbers are those of each operation's math.
+    and every tensor is used as an operand through a clone, so a later in-place update cannot
+    invalidate a saved value; every other tensor (intermediates of the formula) is replaced in
+    its list by the out-of-place result. The numbers are those of each operation's math.
     """
 
     name = "loop"
@@ -129,7 +129,26 @@ class DifferentiableOps(LoopOps):
         self.persistent = persistent
 
     def _operand(self, t):
-        return t.clone() if isinstance(t, Tensor) and id(t) in self.persistent else t
+        # every tensor operand, not only parameters and state: a buffer the step creates
+        # (SGD's first momentum) becomes state that the next step updates in place, and a
+        # product with a tensor lr that requires grad saves its other factor
+        return t.clone() if isinstance(t, Tensor) else t
+
+
+class CapturableOps(DifferentiableOps):
+    """The ops of ``capturable=True``: each operation's math, one tensor at a time, with
+    scalars that may be tensors on the parameters' device (the step count, a tensor lr, the
+    bias corrections made from them), so that nothing is read back to the host and the step
+    can be captured in a CUDA graph. Parameters and state are updated in place (a graph
+    replays on fixed addresses); nothing is recorded by autograd, so nothing is cloned.
+    ``static_program``: a graph replays the same kernels, so no work is skipped for a
+    coefficient that happens to be zero at capture time.
+    """
+
+    static_program = True
+
+    def _operand(self, t):
+        return t
 
 
 def _group_total(parts: list) -> list:
@@ -194,7 +213,7 @@ def _differentiable_method(op: Op):
         for i, x in enumerate(xs):
             rest = [self._operand(c[i]) for c in operands]
             if id(x) in self.persistent:
-                x.copy_(math(x.clone(), *rest, **statics))
+                x.copy_(math(self._operand(x), *rest, **statics))
             else:
                 xs[i] = math(x, *rest, **statics)
         return None

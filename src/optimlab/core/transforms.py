@@ -15,6 +15,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import torch
+from torch import Tensor
+
 from optimlab.core.tensorlist import Scalar, TensorList
 
 WEIGHT_DECAY_MODES = ("l2", "decoupled", "scheduled")
@@ -80,6 +83,12 @@ def accumulate_sq_(ops, acc: TensorList, x: TensorList) -> None:
     ops.addcmul_(acc, x, x, 1.0)
 
 
+def on_device(steps) -> bool:
+    """Whether a step's counts are tensors on the device (``capturable=True``): the formula
+    must then compute its scalars as tensors too, and decide nothing in Python."""
+    return bool(steps) and isinstance(steps[0], Tensor)
+
+
 def bias_correction(beta: float, steps: Sequence[float]) -> list[float]:
     """``1 − β^t`` for each tensor's step ``t`` (Kingma & Ba, arXiv:1412.6980, Alg. 1)."""
     return [1.0 - beta**t for t in steps]
@@ -127,5 +136,10 @@ def _reciprocals(s: Scalar) -> Scalar:
 
 def _sqrts(s: Scalar) -> Scalar:
     if isinstance(s, (list, tuple)):
-        return [math.sqrt(x) for x in s]
-    return math.sqrt(s)
+        return [_sqrt(x) for x in s]
+    return _sqrt(s)
+
+
+def _sqrt(x):
+    # a tensor scalar (capturable=True: a bias correction on the device) stays on the device
+    return torch.sqrt(x) if isinstance(x, Tensor) else math.sqrt(x)

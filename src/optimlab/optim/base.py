@@ -253,10 +253,19 @@ class Optimizer(torch.optim.Optimizer):
         return float(_as_number(group["lr"]))
 
     def _hyperparameters(self, index: int, group: dict) -> dict:
-        """This step's view of a group: tensor hyperparameters as numbers, plus ``base_lr``."""
-        hp = {k: _as_number(v) for k, v in group.items() if k != "params"}
+        """This step's view of a group, plus ``base_lr``: tensor hyperparameters as numbers,
+        except under ``capturable`` or ``differentiable``."""
+        if group.get("capturable") or group.get("differentiable"):
+            # kept as tensors: a capturable step reads nothing back to the host, and a
+            # differentiable one lets the gradient flow into a tensor lr or betas
+            hp = {k: v for k, v in group.items() if k != "params"}
+            hp["base_lr"] = group.get("initial_lr")
+        else:
+            hp = {k: _as_number(v) for k, v in group.items() if k != "params"}
+            hp["base_lr"] = None
         hp["params"] = group["params"]
-        hp["base_lr"] = self.base_lr(index)
+        if hp["base_lr"] is None:
+            hp["base_lr"] = self.base_lr(index)
         return hp
 
     @classmethod
@@ -328,6 +337,11 @@ class Optimizer(torch.optim.Optimizer):
     @torch.compiler.disable
     def step(self, closure=None):
         """One optimization step; ``closure`` re-evaluates the model and returns the loss."""
+        if "capturable" in self.defaults:
+            # torch's own check: a CUDA graph capture of a step that is not capturable fails,
+            # and a capturable one run outside a capture warns once
+            check = getattr(self, "_accelerator_graph_capture_health_check", None)
+            (check or self._cuda_graph_capture_health_check)()  # torch < 2.9 has this name
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -347,6 +361,7 @@ class Optimizer(torch.optim.Optimizer):
             raise AssertionError("_foreach ops don't support autograd")  # torch's words
         if group.get("capturable"):
             self._check_capturable(group)
+            engine = "loop"  # see run_step: device-tensor scalars, one tensor at a time
         hp = self._hyperparameters(index, group)
         params = group["params"]
         eager = "loop" if engine == "loop" else "foreach"
@@ -397,8 +412,7 @@ class Optimizer(torch.optim.Optimizer):
 
     def _check_capturable(self, group: dict) -> None:
         """``capturable=True`` promises a step without host synchronisation, for CUDA graphs:
-        torch refuses it off its capturable devices, with this message, and so do we. On those
-        devices optimlab's engines do not keep that promise yet, so they refuse it too."""
+        torch refuses it off its capturable devices, with this message, and so do we."""
         devices = _capturable_devices()
         for p in group["params"]:
             if p.device.type not in devices:
@@ -406,10 +420,6 @@ class Optimizer(torch.optim.Optimizer):
                     "If capturable=True, params and state_steps must be on supported "
                     f"devices: {devices}."
                 )
-        raise RuntimeError(
-            f"{type(self).__name__}(capturable=True): optimlab's engines read the step count "
-            "on the host, so the step cannot be captured in a CUDA graph; use capturable=False"
-        )
 
     # -- gradients and checkpoints ----------------------------------------------------------
     def zero_grad(self, set_to_none: bool = True) -> None:

@@ -9,6 +9,7 @@ from optimlab.core.transforms import (
     bias_correction,
     ema_,
     ema_sq_,
+    on_device,
     rms_denominator,
 )
 from optimlab.optim import validation as check
@@ -95,7 +96,8 @@ class NAdam(Optimizer):
         mu_next = [beta1 * (1.0 - 0.5 * 0.96 ** ((t + 1.0) * psi)) for t in steps]
         products = [scalars["mu_product"] for scalars in s.scalars]
         ops.mul_(products, mu)
-        prod = [p.item() for p in products]
+        # capturable=True: Π stays on the device, as the step counts do
+        prod = products if on_device(steps) else [p.item() for p in products]
         m, v = s.state["exp_avg"], s.state["exp_avg_sq"]
         ema_(ops, m, g, beta1)
         ema_sq_(ops, v, g, beta2)

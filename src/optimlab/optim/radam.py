@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor
 
 from optimlab.core.state import State, StepInputs
-from optimlab.core.transforms import bias_correction, ema_, ema_sq_
+from optimlab.core.transforms import bias_correction, ema_, ema_sq_, on_device
 from optimlab.optim import validation as check
 from optimlab.optim.base import Optimizer, resolve_decoupled
 from optimlab.optim.spec import ADAM_SPACE, TorchTwin
@@ -114,12 +115,15 @@ class RAdam(Optimizer):
         rectified = [r > group["rectify_threshold"] for r in rho]
         # θ ← θ + a·m/(√v + ε) + b·m, with a = 0 where the step is not rectified and b = 0 where
         # it is (or where below_threshold="skip").
-        adaptive, plain = [], []
-        for i, ok in enumerate(rectified):
-            r = _rectification(rho[i], rho_inf) if ok else 0.0
-            adaptive.append(-lr * r * math.sqrt(bc2[i]) / bc1[i] if ok else 0.0)
-            sgd = not ok and group["below_threshold"] == "sgd"
-            plain.append(-lr / bc1[i] if sgd else 0.0)
+        if on_device(steps):
+            adaptive, plain = _coefficients_on_device(group, lr, rho, rho_inf, rectified, bc1, bc2)
+        else:
+            adaptive, plain = [], []
+            for i, ok in enumerate(rectified):
+                r = _rectification(rho[i], rho_inf) if ok else 0.0
+                adaptive.append(-lr * r * math.sqrt(bc2[i]) / bc1[i] if ok else 0.0)
+                sgd = not ok and group["below_threshold"] == "sgd"
+                plain.append(-lr / bc1[i] if sgd else 0.0)
         # Eager engines skip a term that is zero for a tensor; the fused engine records both so
         # that its program is the same before and after rectification starts.
         everything = list(range(len(steps)))
@@ -133,8 +137,23 @@ class RAdam(Optimizer):
             )
         if off:
             ops.add_([params[i] for i in off], [m[i] for i in off], [plain[i] for i in off])
-        latest = max(range(len(steps)), key=steps.__getitem__)
-        s.info["rectified"] = rectified[latest]
+        if not on_device(steps):  # (reading a device tensor would synchronise)
+            latest = max(range(len(steps)), key=steps.__getitem__)
+            s.info["rectified"] = rectified[latest]
+
+
+def _coefficients_on_device(group, lr, rho, rho_inf, rectified, bc1, bc2):
+    """``a`` and ``b`` of the step above when the step counts are tensors on the device
+    (``capturable=True``): the rectification is chosen by ``torch.where``, not by Python, and
+    ``r``'s radicand is clamped at 0 where it is not used (ρₜ between 2 and 4)."""
+    sgd = group["below_threshold"] == "sgd"
+    adaptive, plain = [], []
+    for rho_t, ok, b1, b2 in zip(rho, rectified, bc1, bc2):
+        radicand = (rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0))
+        r = torch.sqrt(torch.clamp(radicand / rho_t, min=0.0))
+        adaptive.append(torch.where(ok, -lr * r * torch.sqrt(b2) / b1, 0.0))
+        plain.append(torch.where(ok, 0.0, -lr / b1) if sgd else 0.0)
+    return adaptive, plain
 
 
 def _rectification(rho_t: float, rho_inf: float) -> float:
