@@ -223,7 +223,8 @@ def clone_side(params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     out = []
     for p in params:
         q = p.detach().clone().requires_grad_(True)
-        q.grad = p.grad.clone()
+        # a model's parameters before their first backward have no gradient (train_step.py)
+        q.grad = p.grad.clone() if p.grad is not None else torch.randn_like(q)
         out.append(q)
     return out
 

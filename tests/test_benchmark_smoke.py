@@ -266,7 +266,7 @@ def test_train_step_benchmark_runs_a_tiny_model(tmp_path, capsys):
     out = tmp_path / "train.json"
     argv = ["--vocab", "97", "--d", "16", "--layers", "1", "--heads", "2", "--ctx", "8"]
     argv += ["--batch", "2", "--steps", "2", "--warmup", "1", "--json", str(out), "--plain"]
-    assert train_step.main(argv) == 0
+    assert train_step.main([*argv, "--hook-tensors", "20"]) == 0
     doc = json.loads(out.read_text())
     # wte, wpe; a block: 2 layer norms, c_attn, c_proj, c_fc, mlp_proj (weights and biases); ln_f
     block = 2 * 32 + (16 * 48 + 48) + (16 * 16 + 16) + (16 * 64 + 64) + (64 * 16 + 16)
@@ -277,6 +277,8 @@ def test_train_step_benchmark_runs_a_tiny_model(tmp_path, capsys):
     assert len(row["times_s"][0]) == len(row["times_s"][1]) == 2
     assert row["ratio"] == pytest.approx(row["ms"] / row["torch_ms"])
     assert {"extra_ms_per_step", "tensors", "copied_bytes_per_step"} <= set(doc["routing"])
+    hooks = doc["hooks_per_tensor"]
+    assert hooks["tensors"] == 20 and len(hooks["times_s"][0]) == len(hooks["times_s"][1]) >= 15
     assert "whole training step" in capsys.readouterr().out
 
 
