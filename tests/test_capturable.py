@@ -181,6 +181,7 @@ def _resume_capturable():
     torch.testing.assert_close(runs[0], runs[1], rtol=1e-13, atol=0)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("spec", CAPTURABLE, ids=lambda s: s.name)
 def test_a_capturable_step_replays_in_a_cuda_graph(spec):
