@@ -229,9 +229,10 @@ VOCABULARY: tuple[Op, ...] = (
        doc="Newton–Schulz orthogonalisation of each matrix (see _newton_schulz)"),
     Op("as_matrix", "_as_matrix(t0)", 1, kind="matrix",
        doc="each parameter as [out, rest] (conv weights flattened as Muon's authors do)"),
-    Op("reshape_as", "t0.reshape(t1.shape).to(t1.dtype)", 2, kind="matrix",
-       doc="t0's elements in t1's shape and dtype (undoes as_matrix, and a low-precision "
-       "Newton–Schulz)"),
+    # t0's own dtype: the add that uses it casts on the fly, as torch.optim.Muon's does, where
+    # a cast here would write and read one more full-size tensor
+    Op("reshape_as", "t0.reshape(t1.shape)", 2, kind="matrix",
+       doc="t0's elements in t1's shape (undoes as_matrix), in t0's dtype"),
 )  # fmt: skip
 
 BY_NAME: dict[str, Op] = {op.name: op for op in VOCABULARY}
