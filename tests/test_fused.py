@@ -942,3 +942,69 @@ def test_adafactor_batches_compile_and_match_the_loop_engine(factored):
     assert a.fused_stats["fused_steps"] > 0 and a.fused_stats.get("compile_failures", 0) == 0
     for p, q in zip(ours, theirs):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+ADAFACTOR_CONFIGS = (
+    {},
+    {"beta1": 0.9, "maximize": True, "weight_decay": 0.1},
+    {"eps": (1e-30, 1e-3), "eps1_mode": "add", "relative_step": False, "lr": 0.05},
+)
+
+
+@pytest.mark.parametrize("cfg", ADAFACTOR_CONFIGS, ids=["torch", "beta1", "paper"])
+def test_adafactor_is_compiled_in_segments_that_pass_only_small_values(cfg, monkeypatch):
+    """A batched program with reductions is compiled as consecutive kernels, cut after each
+    reduction and before the first full-size use of small per-row or per-column values
+    (codegen.segments): the values handed from one kernel to the next are all smaller than
+    the parameters (full-size ones are computed again), and the result equals the loop
+    engine's in float64."""
+    seen = []
+    original = codegen.segments
+
+    def spy(program, n_inputs, example):
+        parts = original(program, n_inputs, example)
+        seen.append((program, example, parts))
+        return parts
+
+    monkeypatch.setattr(codegen, "segments", spy)
+    codegen.reset_kernels()
+    shapes = [(8, 12), (8, 12), (8, 12), (12,), (12,)]
+    gen = torch.Generator().manual_seed(0)
+    ours = [torch.randn(s, generator=gen, dtype=torch.float64).requires_grad_() for s in shapes]
+    theirs = [p.detach().clone().requires_grad_() for p in ours]
+    a = optimlab.Adafactor(ours, **cfg, engine="fused")
+    b = optimlab.Adafactor(theirs, **cfg, engine="loop")
+    for _ in range(4):
+        for p, q in zip(ours, theirs):
+            g = torch.randn(p.shape, generator=gen, dtype=torch.float64)
+            p.grad, q.grad = g.clone(), g.clone()
+        a.step()
+        b.step()
+    assert a.fused_stats["fused_steps"] > 0 and a.fused_stats.get("compile_failures", 0) == 0
+    for p, q in zip(ours, theirs):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
+    matrices = [s for s in seen if s[1][0].dim() == 3 and s[2] is not None]
+    assert matrices, "the matrix batch was not cut"
+    for program, example, parts in matrices:
+        assert len(parts) >= 4  # RMS(θ), rows, columns, RMS(U), the update
+        sizes = _value_sizes(program, example)
+        for _keep, given, returns in parts:
+            for key in (*given, *returns):
+                assert sizes[key] < example[0].numel(), key
+        # every instruction runs in some segment; the last one writes the parameters
+        assert set().union(*(keep for keep, _, _ in parts)) == set(range(len(program)))
+
+
+def _value_sizes(program, example):
+    """numel of each (slot, position) a program writes, run on meta tensors."""
+    from optimlab.core.vocabulary import BY_NAME, math_function
+
+    values = {i: torch.empty(t.shape, device="meta") for i, t in enumerate(example)}
+    sizes = {}
+    for position, (name, out, args, slots, statics) in enumerate(program):
+        scalars = [torch.empty((), device="meta")] * len(slots)
+        result = math_function(BY_NAME[name])(*(values[a] for a in args), *scalars, **dict(statics))
+        slot = out if out >= 0 else args[0]
+        values[slot] = result
+        sizes[(slot, position)] = result.numel()
+    return sizes

@@ -7,7 +7,9 @@ function ``kernel(inputs, scalars)``, one line per operation, from each operatio
 builds and compiles it once per (program, inputs, device, dtype) with ``torch.compile``:
 C++/OpenMP on CPU, Triton on CUDA.
 Inductor fuses an elementwise program into one loop that reads each buffer once and writes it
-once. :class:`CompiledKernel` then skips dynamo's per-call overhead on CPU.
+once. A batched program with reductions is compiled on CPU as consecutive kernels instead
+(:func:`segments`, :class:`SegmentedKernel`). :class:`CompiledKernel` then skips dynamo's
+per-call overhead on CPU.
 """
 
 from __future__ import annotations
@@ -18,15 +20,28 @@ import re
 import torch
 from torch import Tensor
 
-from optimlab.core.vocabulary import BY_NAME, MATH_NAMESPACE
+from optimlab.core.vocabulary import BY_NAME, MATH_NAMESPACE, math_function
 
 
-def kernel_source(program: tuple, n_inputs: int) -> str:
+def kernel_source(
+    program: tuple,
+    n_inputs: int,
+    *,
+    keep: frozenset[int] | None = None,
+    given: tuple[int, ...] = (),
+    returns: tuple[int, ...] = (),
+) -> str:
     """The recorded program as the source of a straight-line function ``kernel``: each
-    operation's math over its tensors ``t*`` and scalars ``s*`` (0-d tensors)."""
-    names = ", ".join(f"t{i}" for i in range(n_inputs))
+    operation's math over its tensors ``t*`` and scalars ``s*`` (0-d tensors).
+
+    For one segment of a program (see :func:`segments`): only the operations whose positions
+    are in ``keep``; the values ``given`` arrive after the inputs, and the values ``returns``
+    are returned."""
+    names = ", ".join(f"t{i}" for i in (*range(n_inputs), *given))
     lines = ["def kernel(inputs, scalars):", f"    {names}, = inputs"]
-    for name, out, args, slots, statics in program:
+    for position, (name, out, args, slots, statics) in enumerate(program):
+        if keep is not None and position not in keep:
+            continue
         op = BY_NAME[name]
         fields = {f"t{j}": f"t{a}" for j, a in enumerate(args)}
         fields.update({f"s{j}": f"scalars[{k}]" for j, k in enumerate(slots)})
@@ -40,7 +55,169 @@ def kernel_source(program: tuple, n_inputs: int) -> str:
             lines.append(f"    {fields['t0']} = {expr}")
         else:
             lines.append(f"    t{out} = {expr}")
+    if returns:
+        lines.append(f"    return ({', '.join(f't{j}' for j in returns)},)")
     return "\n".join(lines) + "\n"
+
+
+def segments(program: tuple, n_inputs: int, example: list[Tensor]) -> list | None:
+    """A batched program cut after each of its reductions into consecutive segments, each
+    compiled as a kernel of its own; ``None`` if it has no reduction to cut after.
+
+    Given one loop nest, inductor's CPU code fuses a reduction with the elementwise work that
+    uses its result, recomputing the per-row or per-column values it needs inside the element
+    loop, and it materialises full-size temporaries: Adafactor's step on a 50,257 × 768
+    matrix took 120-180 ms as one kernel, most of it writing a fresh 150 MiB temporary whose
+    pages the OS must first provide. Cut after each reduction, and before the first
+    full-size use of small values made in a segment (:func:`_cuts_before_large_uses`; what
+    is small is found by running the program on meta tensors shaped like ``example``),
+    every kernel is one pass and per-row or per-column values are computed once. The
+    program's order is kept, so in-place writes need no analysis. A small value that a later
+    segment uses is returned and given to it; a full-size elementwise value is computed again
+    in the later segment from what it was made of (:func:`_recompute`), which costs
+    arithmetic, not memory traffic, and only where that is impossible is it passed whole.
+
+    Each segment is ``(positions, given, returns)``: the positions of its operations (some
+    of them copies of earlier ones), the values it is given after the inputs and those it
+    returns, each as ``(slot, position of the write that made it)``.
+    """
+    cuts = [
+        position + 1
+        for position, op in enumerate(program[:-1])
+        if BY_NAME[op[0]].kind == "reduction"
+    ]
+    if not cuts:
+        return None
+    little = _small_values(program, example)
+    cuts += _cuts_before_large_uses(program, little, cuts)
+    bounds = [0, *sorted(set(cuts)), len(program)]
+    spans = [(a, b) for a, b in zip(bounds, bounds[1:]) if a < b]
+    keeps, givens = [], []
+    for start, end in spans:
+        keep = set(range(start, end))
+        passed: set[tuple[int, int]] = set()  # (slot, position of the write we need)
+        for slot in sorted(_reads_from_before(program, n_inputs, start, end)):
+            recipe = _recompute(program, n_inputs, slot, start, little, spans)
+            if recipe is None:
+                passed.add((slot, _last_writer(program, slot, start)))
+            else:
+                keep |= recipe[0]
+                passed |= recipe[1]
+        if len({slot for slot, _ in passed}) < len(passed):
+            return None  # two versions of one temporary: give up cutting this program
+        keeps.append(keep)
+        givens.append(passed)
+    # a value is returned by the segment of the write that made it: the last write of its
+    # slot there (a reduction ends its segment; a passed value's writer is the last before
+    # its use)
+    returns: list[set] = [set() for _ in spans]
+    for given in givens:
+        for slot, writer in given:
+            owner = next(j for j, (a, b) in enumerate(spans) if a <= writer < b)
+            returns[owner].add((slot, writer))
+    return [
+        (frozenset(keep), tuple(sorted(given)), tuple(sorted(ret)))
+        for keep, given, ret in zip(keeps, givens, returns)
+    ]
+
+
+def _small_values(program: tuple, example: list[Tensor]) -> set[tuple[int, int]]:
+    """The values of a batched program smaller than its parameters (a reduction's result, a
+    factor per row or per column), as ``(slot, position of their write)``: the program run
+    on meta tensors shaped like ``example``, the batch it was recorded for. Which values are
+    small is the same for every batch of matrices, so it decides how every one is cut."""
+    values = {i: torch.empty(t.shape, dtype=t.dtype, device="meta") for i, t in enumerate(example)}
+    full = example[0].numel()
+    scalar = torch.empty((), dtype=example[0].dtype, device="meta")
+    little = set()
+    for position, (name, _out, args, slots, statics) in enumerate(program):
+        math = math_function(BY_NAME[name])
+        result = math(*(values[a] for a in args), *([scalar] * len(slots)), **dict(statics))
+        slot = _writes(program[position])
+        values[slot] = result
+        if result.numel() < full:
+            little.add((slot, position))
+    return little
+
+
+def _cuts_before_large_uses(program: tuple, little: set, cuts: list[int]) -> list[int]:
+    """Cuts between small elementwise values and the first full-size operation of their
+    segment that reads one: in one kernel inductor computes such values (a square root per
+    row or column) again for every element; cut, they are computed once and given."""
+    extra = []
+    bounds = [0, *cuts, len(program)]
+    for start, end in zip(bounds, bounds[1:]):
+        made: set[int] = set()  # small temporaries made in this segment so far
+        for position in range(start, end):
+            _name, _out, args, _slots, _statics = program[position]
+            slot = _writes(program[position])
+            if (slot, position) in little:
+                made.add(slot)
+            elif any(a in made for a in args):
+                if position > start:
+                    extra.append(position)
+                break
+    return extra
+
+
+def _writes(op: tuple) -> int:
+    """The slot an instruction writes: its result, or its first argument if in place."""
+    return op[1] if op[1] >= 0 else op[2][0]
+
+
+def _last_writer(program: tuple, slot: int, before: int) -> int:
+    return max(p for p in range(before) if _writes(program[p]) == slot)
+
+
+def _last_in_segment(program: tuple, slot: int, writer: int, spans: list) -> bool:
+    """Whether ``writer`` is the last write of ``slot`` in its segment (what it returns)."""
+    end = next(b for a, b in spans if a <= writer < b)
+    return _last_writer(program, slot, end) == writer
+
+
+def _reads_from_before(program: tuple, n_inputs: int, start: int, end: int) -> set[int]:
+    """Temporaries that positions ``start:end`` read before writing them there."""
+    written: set[int] = set()
+    needed: set[int] = set()
+    for position in range(start, end):
+        op = program[position]
+        needed |= {a for a in op[2] if a >= n_inputs and a not in written}
+        written.add(_writes(op))
+    return needed
+
+
+def _recompute(
+    program: tuple, n_inputs: int, slot: int, start: int, little: set, spans: list
+) -> tuple | None:
+    """How to compute temporary ``slot``'s value at ``start`` again: the positions of the
+    elementwise instructions that made it from the inputs and from reductions' results, and
+    those results as ``(slot, position of the reduction)`` (to be given); ``None`` if it was
+    made by a reduction itself, or if copying the instructions to ``start`` could give
+    another value (an input they read or a temporary they write is written in between by an
+    instruction that is not copied)."""
+    copies: set[int] = set()
+    given: set[tuple[int, int]] = set()
+    stack = [(slot, start)]
+    while stack:
+        value, before = stack.pop()
+        writer = _last_writer(program, value, before)
+        name, _out, args, _slots, _statics = program[writer]
+        if BY_NAME[name].kind != "elementwise" or (
+            (value, writer) in little and _last_in_segment(program, value, writer, spans)
+        ):
+            given.add((value, writer))  # a small value, as its write left it
+            continue
+        if writer not in copies:
+            copies.add(writer)
+            stack.extend((a, writer) for a in args if a >= n_inputs)
+    if not copies:
+        return None
+    touched = {a for p in copies for a in program[p][2] if a < n_inputs}
+    touched |= {_writes(program[p]) for p in copies}
+    for position in range(min(copies), start):
+        if position not in copies and _writes(program[position]) in touched:
+            return None
+    return copies, given
 
 
 def _substitute(math: str, fields: dict[str, str]) -> str:
@@ -48,19 +225,39 @@ def _substitute(math: str, fields: dict[str, str]) -> str:
     return re.sub(r"\b(\w+)\b", lambda m: fields.get(m.group(1), m.group(1)), math)
 
 
-def build_kernel(program: tuple, n_inputs: int):
-    """A plain Python function running ``program`` on ``(inputs, scalars)``.
+def build_kernel(program: tuple, n_inputs: int, tag: str = "", **segment):
+    """A plain Python function running ``program`` on ``(inputs, scalars)`` (or one segment of
+    it: ``segment`` as for :func:`kernel_source`).
 
     Each program gets its own generated function (its own code object) because torch.compile
     caches compiled code per code object: one shared interpreter function would be
     "recompiled" for every optimizer configuration and hit dynamo's recompile limit.
     """
-    source = kernel_source(program, n_inputs)
+    source = kernel_source(program, n_inputs, **segment)
     namespace = dict(MATH_NAMESPACE)
-    exec(compile(source, f"<optimlab-fused-{abs(hash(program)):x}>", "exec"), namespace)
+    name = f"<optimlab-fused-{abs(hash(program)):x}{tag}>"
+    exec(compile(source, name, "exec"), namespace)
     kernel = namespace["kernel"]
     kernel.source = source
     return kernel
+
+
+class SegmentedKernel:
+    """A batched program compiled as consecutive kernels (see :func:`segments`); the values
+    that cross a cut travel between them by name."""
+
+    def __init__(self, program: tuple, n_inputs: int, parts: list[tuple]) -> None:
+        self.parts = []
+        for k, (keep, given, returns) in enumerate(parts):
+            slots = {"given": tuple(g[0] for g in given), "returns": tuple(r[0] for r in returns)}
+            fn = build_kernel(program, n_inputs, f"-{k}", keep=keep, **slots)
+            self.parts.append((CompiledKernel(fn), given, returns))
+
+    def __call__(self, inputs: list[Tensor], scalars: Tensor) -> None:
+        values: dict[tuple[int, int], Tensor] = {}
+        for kernel, given, returns in self.parts:
+            out = kernel([*inputs, *(values[g] for g in given)], scalars)
+            values.update(zip(returns, out or ()))
 
 
 _KERNELS: dict[tuple, object] = {}
@@ -69,9 +266,10 @@ _VERIFIED: set = set()  # kernels that have run once (compiled successfully)
 SPLIT_BATCHES: set = set()
 
 
-def get_kernel(key: tuple):
+def get_kernel(key: tuple, example: list[Tensor] | None = None):
     """The kernel for ``key = (program, n_inputs, device, dtype, compile, batched)``, built
-    (and compiled) once per key.
+    (and compiled) once per key; a batched program's first ``example`` inputs tell
+    :func:`segments` which of its values are small.
 
     The flat length is symbolic (``dynamic=True``): buckets of every size (param groups of
     different sizes, say one per layer) share one compiled kernel. With static shapes each new
@@ -83,7 +281,10 @@ def get_kernel(key: tuple):
     if kernel is None:
         kernel = build_kernel(*key[:2])
         if key[4]:
-            if key[2] == "cpu":
+            parts = segments(*key[:2], example) if key[5] and example else None
+            if key[2] == "cpu" and parts is not None:
+                kernel = SegmentedKernel(*key[:2], parts)
+            elif key[2] == "cpu":
                 kernel = CompiledKernel(kernel)
             else:
                 kernel = torch.compile(kernel, fullgraph=True, dynamic=True)
@@ -130,7 +331,8 @@ class CompiledKernel:
 
     def __init__(self, fn) -> None:
         self.direct: dict[tuple, tuple] = {}
-        self._ran: tuple | None = None  # the graph the current dynamo call ran, and its args
+        self._ran: tuple | None = None  # the graph the current dynamo call ran, its args and
+        # what it returned
         try:
             from torch._inductor.compile_fx import compile_fx
         except ImportError:  # pragma: no cover - depends on torch's internals
@@ -141,8 +343,9 @@ class CompiledKernel:
             graph = compile_fx(gm, example_inputs)
 
             def probe(*args):
-                self._ran = (graph, args)
-                return graph(*args)
+                result = graph(*args)
+                self._ran = (graph, args, result)
+                return result
 
             return probe
 
@@ -163,14 +366,23 @@ class CompiledKernel:
         self._ran = None
         try:
             out = self.compiled(inputs, scalars)
-            if DIRECT_CALLS and self._ran is not None:
-                graph, args = self._ran
+            if DIRECT_CALLS and self._ran is not None and _same_outputs(out, self._ran[2]):
+                graph, args, _ = self._ran
                 plan = _argument_plan(args, (*inputs, scalars))
                 if plan is not None:
                     self.direct[signature] = (graph, plan)
         finally:
             self._ran = None  # holds the flat buffers: a rebuild must be able to free them
         return out
+
+
+def _same_outputs(out, raw) -> bool:
+    """Whether the graph's own result is what the function returned (``None``: a kernel that
+    only writes into its inputs; a tuple: what a segment hands to the next, the very same
+    tensors in the same order), so that a direct call of the graph can stand for it."""
+    if out is None:
+        return True
+    return len(out) == len(raw) and all(a is b for a, b in zip(out, raw))
 
 
 def _argument_plan(args, ours) -> tuple | None:

@@ -110,7 +110,7 @@ def run_fused(
     compile_ = COMPILE
     batched = bucket.shape is not None
     key = (tuple(rec.program), n_inputs, str(flat.device), flat.dtype, compile_, batched)
-    kernel = codegen.get_kernel(key)
+    kernel = codegen.get_kernel(key, inputs if batched else None)
     started = time.perf_counter()
     batch = inputs[0].shape[0] if batched else 1
     try:
