@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from optimlab.core import flat as storage
-from optimlab.core import fused
+from optimlab.core import fused, shard_buckets, sharding
 from optimlab.core.recording import RecordingOps, Sym
 from optimlab.core.state import StepInputs
 from optimlab.core.tensorlist import (
@@ -83,12 +83,28 @@ def run_step(
         ops, buckets = LOOP, [list(range(len(params)))]
     else:
         ops, buckets = FOREACH, list(group_by_device_and_dtype(params).values())
+    sharded = sharding.any_dtensor(params)
+    if sharded and (torch.is_grad_enabled() or capturable):
+        switch = "capturable" if capturable else "differentiable"
+        raise NotImplementedError(
+            f"{switch}=True with DTensor parameters: optimlab steps sharded parameters on "
+            f"their local shards, outside autograd and CUDA graphs; use {switch}=False"
+        )
     keys = opt._state_keys(group)
     for idx in buckets:
         raw = [states[i] for i in idx]
-        p = [as_real(params[i]) for i in idx]
-        g = [as_real(grads[i]) for i in idx]
-        state = {k: [as_real(s.get(k)) for s in raw] for k in keys}
+        if sharded:  # the formula runs on local shards (see optimlab.core.sharding)
+            ops = sharding.ShardedOps(FOREACH if engine != "loop" else LOOP)
+            p = [ops.enter(params[i], params[i], "parameter") for i in idx]
+            g = [ops.enter(grads[i], params[i], "gradient") for i in idx]
+            state = {
+                k: [ops.enter(s.get(k), params[i], f"state {k!r}") for i, s in zip(idx, raw)]
+                for k in keys
+            }
+        else:
+            p = [as_real(params[i]) for i in idx]
+            g = [as_real(grads[i]) for i in idx]
+            state = {k: [as_real(s.get(k)) for s in raw] for k in keys}
         if capturable:
             _scalars_to_device(raw, p)
         if torch.is_grad_enabled() or capturable:
@@ -106,16 +122,26 @@ def run_step(
             # capturable: the counts stay tensors on the device, and so does every scalar the
             # formula makes from them
             steps = counters if capturable else [c.item() for c in counters]
-        shapes = [tuple(t.shape) for t in p]
+        # the parameters' own shapes (a sharded parameter's whole shape), as the formula sees
+        # them: a complex parameter as pairs of reals
+        shapes = [_real_shape(params[i]) for i in idx]
         dtypes = [t.dtype for t in p]
         opt._update(StepInputs(ops, group, p, g, state, steps, raw, info, shapes, dtypes))
         # Buffers an optimizer creates lazily (SGD's momentum) are stored back with the
-        # parameter's own dtype, complex included.
+        # parameter's own dtype, complex included, and sharded like it.
         for k, positions in fresh.items():
             for i in positions:
                 t = state[k][i]
-                if t is not None:
-                    raw[i][k] = torch.view_as_complex(t) if params[idx[i]].is_complex() else t
+                if t is None:
+                    continue
+                param = params[idx[i]]
+                if param.is_complex():
+                    t = torch.view_as_complex(t)
+                raw[i][k] = sharding.Layout.of(param).dtensor(t) if sharded else t
+
+
+def _real_shape(p: Tensor) -> tuple[int, ...]:
+    return (*p.shape, 2) if p.is_complex() else tuple(p.shape)
 
 
 def _scalars_to_device(states: list[dict], params: list[Tensor]) -> None:
@@ -161,7 +187,7 @@ def drop_flat(opt, index: int) -> None:
     flat = opt._flat.pop(index, None)
     if flat is not None:
         for bucket in flat:
-            storage.release_bucket(bucket)
+            bucket.release()
 
 
 def release_all_flat(flat: dict) -> None:
@@ -169,7 +195,7 @@ def release_all_flat(flat: dict) -> None:
     optimizer is garbage-collected, so no gradient hook outlives it)."""
     for group_flat in flat.values():
         for bucket in group_flat:
-            storage.release_bucket(bucket)
+            bucket.release()
     flat.clear()
 
 
@@ -196,10 +222,10 @@ def try_fused_step(opt, index: int, group: dict, info: dict) -> list[Tensor] | N
         drop_flat(opt, index)
         return None
     for bucket in flat:
-        if bucket.direct and not fused.torch_kernel_applies(opt, group, bucket.flat_param):
+        if bucket.direct and not fused.torch_kernel_applies(opt, group, bucket.like):
             drop_flat(opt, index)  # a switch changed: rebuild with every gradient in the buffer
             return None
-        status = storage.sync_grads(bucket, stats)
+        status = bucket.sync(stats)
         if status == storage.SYNC_MOVED:
             drop_flat(opt, index)  # someone replaced a parameter's storage: rebuild
             return None
@@ -244,7 +270,8 @@ def maybe_build_buckets(opt, index: int, group: dict, engine: str, info: dict | 
         # ``auto`` asks this at every step of a small model: remember the group's size.
         cached = opt._numel_cache.get(index)
         if cached is None or cached[0] != len(params):
-            cached = opt._numel_cache[index] = (len(params), sum(p.numel() for p in params))
+            numel = sum(sharding.local_numel(p) for p in params)  # the work on this process
+            cached = opt._numel_cache[index] = (len(params), numel)
         if resolve_engine("auto", cached[1], params[0].device) != "fused":
             return NOT_FUSED
     if len(set(params)) != len(params):
@@ -276,8 +303,11 @@ def maybe_build_buckets(opt, index: int, group: dict, engine: str, info: dict | 
     fusable, eager, reasons = [], [], []
     for p, state in zip(live, states):
         keys = opt._state_keys(group, p)
-        shapes = expected_state_shapes(opt, group, p) if batched else None
-        reason = storage.unfusable_reason(p, state, keys, shapes)
+        if sharding.is_dtensor(p):
+            reason = shard_buckets.unfusable_reason(p, state, keys, mode)
+        else:
+            shapes = expected_state_shapes(opt, group, p) if batched else None
+            reason = storage.unfusable_reason(p, state, keys, shapes)
         if reason is None:
             fusable.append((p, state))
         else:
@@ -293,8 +323,11 @@ def maybe_build_buckets(opt, index: int, group: dict, engine: str, info: dict | 
         for idx in _uniform_buckets(opt, group, fparams, fstates, batched):
             bparams = [fparams[i] for i in idx]
             keys = opt._state_keys(group, bparams[0])
-            direct = not batched and fused.torch_kernel_applies(opt, group, bparams[0])
             bstates = [fstates[i] for i in idx]
+            if sharding.is_dtensor(bparams[0]):
+                buckets.append(shard_buckets.build(bparams, bstates, keys))
+                continue
+            direct = not batched and fused.torch_kernel_applies(opt, group, bparams[0])
             buckets.append(
                 storage.build_bucket(bparams, bstates, keys, direct_grads=direct, batched=batched)
             )
@@ -303,21 +336,21 @@ def maybe_build_buckets(opt, index: int, group: dict, engine: str, info: dict | 
     return BUILT
 
 
-def _owns_storage(t: Tensor) -> bool:
-    return t.untyped_storage().nbytes() <= t.numel() * t.element_size()
-
-
 def _release_flat_views(p: Tensor, state: dict) -> None:
     """Give a parameter that leaves the flat buffers (it lost its gradient, or can no longer
     be fused) storage of its own, for its data and state: a view would keep a whole old flat
-    buffer alive."""
+    buffer alive. A parameter that is a view of someone else's buffer stays where it is."""
     if type(p) not in storage.PLAIN_TYPES or p.is_sparse:
         return
     with torch.no_grad():
-        if not _owns_storage(p):
+        if storage.is_engine_view(p) and not storage.owns_storage(p):
             p.data = p.data.clone()
         for key, value in state.items():
-            if torch.is_tensor(value) and not value.is_sparse and not _owns_storage(value):
+            if (
+                type(value) in storage.PLAIN_TYPES
+                and not value.is_sparse
+                and not storage.owns_storage(value)
+            ):
                 state[key] = value.clone()
 
 
@@ -327,17 +360,19 @@ def _uniform_buckets(
     """Indices of ``params`` by device, dtype and per-parameter scalar state (the step count,
     NAdam's ``mu_product``): one compiled call steps a bucket with one set of scalars, so
     parameters unfrozen later, or skipped once, get their own bucket. (The state tensors of a
-    0-d parameter are 0-d too, and are not scalar state.) ``batched``: also by shape."""
+    0-d parameter are 0-d too, and are not scalar state.) ``batched``: also by shape. Sharded
+    parameters: also by device mesh and placements, apart from plain ones."""
     buckets: dict[tuple, list[int]] = {}
     for i, (p, state) in enumerate(zip(params, states)):
         keys = opt._state_keys(group, p)
         scalars = tuple(
             (k, float(v))
             for k, v in sorted(state.items())
-            if k not in keys and torch.is_tensor(v) and v.dim() == 0
+            if k not in keys and type(v) in storage.PLAIN_TYPES and v.dim() == 0
         )
         shape = tuple(p.shape) if batched else None
-        buckets.setdefault((p.device, p.dtype, scalars, shape), []).append(i)
+        key = (p.device, p.dtype, scalars, shape, shard_buckets.bucket_key(p))
+        buckets.setdefault(key, []).append(i)
     return list(buckets.values())
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+from torch.utils.weak import WeakIdKeyDictionary
 
 
 @dataclass
@@ -71,6 +72,29 @@ class FlatBucket:
         n = len(self.params)
         shapes = [self.shape, self.shape, *(self.state_shapes[k] for k in keys)]
         return [t.view(n, *shape) for t, shape in zip(tensors, shapes)]
+
+    # What the fused engine asks of every kind of bucket (see also
+    # :class:`optimlab.core.shard_buckets.ShardBucket`).
+    @property
+    def like(self) -> Tensor:
+        """A tensor with the device and dtype the bucket's kernels run in."""
+        return self.flat_param
+
+    def kernel_calls(self, keys: tuple[str, ...]) -> list[list[Tensor]]:
+        """The inputs of each kernel call of one step: one call over the flat buffers."""
+        return [self.kernel_inputs(keys)]
+
+    def torch_lists(self) -> tuple[list[Tensor], list[Tensor], dict]:
+        return torch_kernel_lists(self)
+
+    def sync(self, stats: dict) -> int:
+        return sync_grads(self, stats)
+
+    def zero_grad(self, set_to_none: bool) -> None:
+        zero_bucket_grads(self, set_to_none)
+
+    def release(self) -> None:
+        release_bucket(self)
 
 
 def _move_into_flat(n: int, like: Tensor, offsets: list[int], numels: list[int], get, put):
@@ -137,6 +161,7 @@ def build_bucket(
 
     def set_param(i, view):
         params[i].data = view.view_as(params[i])
+        _VIEWS[params[i]] = view.data_ptr()
 
     def set_grad(i, view):
         grad_views[i] = view.view_as(routed[i])
@@ -165,13 +190,7 @@ def build_bucket(
             state[key] = _move_into_flat(
                 total, like, where, sizes, lambda i, key=key: states[i][key], set_state
             )
-    scalars = {}
-    for key, value in states[0].items():
-        if key not in keys and torch.is_tensor(value) and value.dim() == 0:
-            vec = torch.stack([s[key] for s in states])
-            for i, s in enumerate(states):
-                s[key] = vec[i]
-            scalars[key] = vec
+    scalars = stack_scalars(states, keys)
     bucket = FlatBucket(
         params=list(params),
         flat_param=flat_param,
@@ -190,6 +209,20 @@ def build_bucket(
     )
     attach_grad_hooks(bucket)
     return bucket
+
+
+def stack_scalars(states: list[dict], keys: tuple[str, ...]) -> dict[str, Tensor]:
+    """Per-parameter 0-d state (``step``, NAdam's ``mu_product``) as one vector per key, each
+    parameter's entry re-pointed to a 0-d view of it: one update serves a whole bucket, and a
+    checkpoint still has one 0-d tensor per parameter."""
+    scalars = {}
+    for key, value in states[0].items():
+        if key not in keys and type(value) in PLAIN_TYPES and value.dim() == 0:
+            vec = torch.stack([s[key] for s in states])
+            for i, s in enumerate(states):
+                s[key] = vec[i]
+            scalars[key] = vec
+    return scalars
 
 
 def _runs(params, is_direct, offsets, flat_param, flat_grad, state) -> list[tuple]:
@@ -236,8 +269,55 @@ def torch_kernel_lists(bucket: FlatBucket) -> tuple[list[Tensor], list[Tensor], 
 
 
 #: parameter types whose ``.data`` can be re-pointed to a view of a plain flat buffer; tensor
-#: subclasses (FSDP2's DTensor, quantized wrappers...) keep their own storage and run eagerly.
+#: subclasses (FSDP2's DTensor, quantized wrappers...) keep their own storage (FSDP2's sharded
+#: parameters are stepped on their local shards, see :mod:`optimlab.core.shard_buckets`).
 PLAIN_TYPES = (Tensor, torch.nn.Parameter)
+
+#: each parameter the fused engine has re-pointed into one of its flat buffers, with the address
+#: it gave it: a parameter that is a view of some other buffer is not the engine's to move
+_VIEWS: WeakIdKeyDictionary = WeakIdKeyDictionary()
+
+
+def owns_storage(t: Tensor) -> bool:
+    """Whether ``t`` is the only tensor its storage was made for (not a view of a larger one)."""
+    return t.untyped_storage().nbytes() <= t.numel() * t.element_size()
+
+
+def is_engine_view(p: Tensor) -> bool:
+    """Whether ``p`` lives in a flat buffer the fused engine made for it."""
+    return _VIEWS.get(p) == p.data_ptr()
+
+
+_ALONE: int | None = None
+
+
+def _shared(t: Tensor) -> bool:
+    """Whether another tensor uses ``t``'s storage (its use count is above that of a tensor
+    alone, measured once per process); ``False`` where torch does not expose the count."""
+    global _ALONE
+    count = getattr(torch._C, "_storage_Use_Count", None)
+    if count is None:
+        return False
+
+    def uses(tensor: Tensor) -> int:
+        storage = tensor.untyped_storage()  # held while it is counted, as for the probe
+        return count(storage._cdata)
+
+    if _ALONE is None:
+        probe = torch.empty(1)
+        _ALONE = uses(probe)
+    return uses(t) > _ALONE
+
+
+def foreign_view(p: Tensor) -> bool:
+    """Whether ``p``'s memory belongs to someone else too: it is a view of a larger buffer, or
+    another tensor shares its storage (``ZeroRedundancyOptimizer``'s buckets with
+    ``parameters_as_bucket_view=True``, FSDP1's flat parameters, tensors loaded with
+    ``mmap=True`` and assigned). Moving it into a flat buffer of ours would leave that owner
+    reading (and broadcasting) stale values."""
+    if p.numel() == 0 or is_engine_view(p):
+        return False
+    return not owns_storage(p) or _shared(p)
 
 
 def unfusable_reason(
@@ -248,6 +328,8 @@ def unfusable_reason(
     dtype and device, and the shape ``shapes`` gives (default: the parameter's)."""
     if type(p) not in PLAIN_TYPES:
         return f"tensor subclass {type(p).__name__}"
+    if foreign_view(p):
+        return "its memory is shared with a buffer the optimizer does not own (read there)"
     if p.is_complex():
         return "complex parameter"
     if p.is_sparse or not p.dtype.is_floating_point:

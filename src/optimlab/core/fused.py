@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from optimlab.core import codegen
-from optimlab.core.flat import FlatBucket, torch_kernel_lists
+from optimlab.core.flat import FlatBucket
 from optimlab.core.recording import RecordingOps, Sym
 from optimlab.core.state import StepInputs
 
@@ -43,7 +43,7 @@ def pack_scalars(bucket: FlatBucket, values: list[float], dtype: torch.dtype) ->
     synchronously, so the vector is free again when the step ends. Elsewhere a new vector is
     copied to the device at every step, so a copy in flight never sees the next step's values.
     """
-    device = bucket.flat_param.device
+    device = bucket.like.device
     if device.type != "cpu":
         return torch.tensor(values, dtype=dtype).to(device, non_blocking=True)
     buffer = bucket.scalar_buffer
@@ -83,10 +83,11 @@ def run_fused(
     """One fused step of ``opt``'s formula over ``bucket``."""
     first = dict(bucket.first)  # _update may rebind entries; the views stay
     steps = [count_step(bucket)] if opt._counts_steps(group) else None
-    flat = bucket.flat_param
+    flat = bucket.like
     if torch_kernel_applies(opt, group, flat):
-        params, grads, state = torch_kernel_lists(bucket)
-        opt._torch_fused(group, params, grads, state, first.get("step"))
+        params, grads, state = bucket.torch_lists()
+        if params:
+            opt._torch_fused(group, params, grads, state, first.get("step"))
         stats["torch_fused_steps"] += 1
         return
     if bucket.direct:  # pragma: no cover - guarded by the caller (the group is rebuilt)
@@ -106,18 +107,21 @@ def run_fused(
     # bf16/fp16 parameters compute their scalars in fp32 (the kernel upcasts anyway).
     sdtype = flat.dtype if flat.dtype in (torch.float32, torch.float64) else torch.float32
     scalars = pack_scalars(bucket, rec.values, sdtype)
-    inputs = bucket.kernel_inputs(keys)
+    calls = bucket.kernel_calls(keys)  # one over flat buffers, or one per local shard
     compile_ = COMPILE
     batched = bucket.shape is not None
     key = (tuple(rec.program), n_inputs, str(flat.device), flat.dtype, compile_, batched)
-    kernel = codegen.get_kernel(key, inputs if batched else None)
+    kernel = codegen.get_kernel(key, calls[0] if batched and calls else None)
     started = time.perf_counter()
-    batch = inputs[0].shape[0] if batched else 1
+    batch = calls[0][0].shape[0] if batched and calls else 1  # batched: one call
+    done = 0
     try:
-        if key in codegen.SPLIT_BATCHES:
-            _run_one_by_one(kernel, inputs, scalars)
-        else:
-            kernel(inputs, scalars)
+        for inputs in calls:
+            if key in codegen.SPLIT_BATCHES:
+                _run_one_by_one(kernel, inputs, scalars)
+            else:
+                kernel(inputs, scalars)
+            done += 1
     except Exception as error:  # noqa: BLE001 - any compiler failure falls back, loudly
         verified = kernel in codegen._VERIFIED
         if not compile_ or (verified and not codegen.is_compile_error(error)):
@@ -125,7 +129,7 @@ def run_fused(
         if (
             batch > 1
             and key not in codegen.SPLIT_BATCHES
-            and _one_by_one_compiles(kernel, inputs, scalars)
+            and _one_by_one_compiles(kernel, calls[0], scalars)
         ):
             # inductor's CPU code generator fails on some batched programs that reduce a
             # state they just updated (its outer-loop fusion: Adafactor's unfactored
@@ -137,7 +141,8 @@ def run_fused(
         # The first call compiles; without a working toolchain (no C++ compiler, no Triton) the
         # same program still runs eagerly, one pass per operation, and the step is not lost. A
         # kernel that has worked before and fails to compile for a new bucket (a recompile)
-        # stays compiled for the buckets it serves.
+        # stays compiled for the buckets it serves. A compile error comes before the program
+        # touches a tensor, so the calls that failed are run again eagerly.
         warnings.warn(
             f"optimlab fused engine: torch.compile failed ({type(error).__name__}: {error}); "
             "running the recorded program eagerly instead",
@@ -148,19 +153,26 @@ def run_fused(
         kernel = codegen.get_kernel((*key[:4], False, batched))  # the same program, eagerly
         if not verified:
             codegen._KERNELS[key] = kernel
-        kernel(inputs, scalars)
+        for inputs in calls[done:]:
+            kernel(inputs, scalars)
     if key in codegen.SPLIT_BATCHES:
         info["batch_split"] = True
-    _finish(kernel, flat, stats, compile_, started)
+    _finish(kernel, flat, stats, compile_, started, ran=bool(calls))
 
 
-def _finish(kernel, flat: Tensor, stats: dict, compile_: bool, started: float) -> None:
+def _finish(
+    kernel, flat: Tensor, stats: dict, compile_: bool, started: float, ran: bool = True
+) -> None:
+    """Count a fused step; a kernel that ran (a bucket of local shards may have none on this
+    process) has compiled."""
+    stats["fused_steps"] += 1
+    if not ran:
+        return
     codegen._VERIFIED.add(kernel)
     if stats.get("compile_seconds") is None and compile_:
         if flat.device.type == "cuda":
             torch.cuda.synchronize(flat.device)
         stats["compile_seconds"] = time.perf_counter() - started
-    stats["fused_steps"] += 1
 
 
 def _run_one_by_one(kernel, inputs: list[Tensor], scalars: Tensor) -> None:

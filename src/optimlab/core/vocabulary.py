@@ -28,6 +28,23 @@ the dimensions of one parameter. ``"group"`` operations reduce over every tensor
 (a global norm, the sums parameter-free methods need): their math is one tensor's part, the
 engines add the parts, and each tensor gets the same 0-d total; the fused engine runs a
 formula with one on the foreach path (``step_info``'s ``fallback`` says so).
+
+On sharded parameters (FSDP2's ``DTensor``, see :mod:`optimlab.core.sharding`) the formula runs on
+each process's local shard. Elementwise operations need nothing more; every other operation
+declares here how it reaches the whole tensor (``on_shards``):
+
+* ``"sum"``: a reduction written as a sum of local ``partial`` results, which are all-reduced
+  over the processes holding the shards and turned into the result by ``finish`` (its ``t0``
+  is the summed partial, its ``s0`` the number of elements summed over the whole tensor);
+* ``"gather"``: the operation needs the whole matrix (Newton–Schulz): the shards are gathered,
+  every process computes the whole result and keeps its own part;
+* ``"group"``: a group operation's parts of sharded tensors are sums of their local shards'
+  parts, all-reduced over the processes holding the shards before the parts are added up;
+* ``"reshape"`` and ``"matmul"``: reshapes and products whose shards stay local when the
+  sharded dimension allows it (rows of a matrix, the batch dimensions), gathered otherwise.
+
+An operation that declares none cannot run on shards, and says so instead of computing on one
+shard as if it were the whole tensor.
 """
 
 from __future__ import annotations
@@ -58,6 +75,14 @@ class Op:
     #: keyword arguments that are part of the program, not scalars (an iteration count, a
     #: dtype): named in ``math`` by their own names, written into a generated kernel as values
     statics: tuple[str, ...] = ()
+    #: how a non-elementwise operation reaches the whole tensor of sharded parameters (module
+    #: docstring); elementwise ones run on the local shards as they are
+    on_shards: str | None = None
+    #: for ``on_shards="sum"``: the dimensions of one parameter it reduces over (negative, from
+    #: the last; ``None``: all of them), its local partial sums and how they finish
+    over: tuple[int, ...] | None = None
+    partial: str = ""
+    finish: str = ""
 
     @property
     def arity(self) -> int:
@@ -209,38 +234,50 @@ VOCABULARY: tuple[Op, ...] = (
     Op("clamp_min_", "torch.clamp(t0, min=s0)", 1, ("lo",), inplace=True,
        loop=lambda x, lo: x.clamp_(min=lo), foreach=torch._foreach_clamp_min_),
     # -- over a parameter's elements (batched: one value per parameter of the batch) ---------
-    Op("rms", "_rms(t0)", 1, kind="reduction",
+    Op("rms", "_rms(t0)", 1, kind="reduction", on_shards="sum",
+       partial="torch.sum(t0 * t0, dim=_param_dims(t0), keepdim=True)",
+       finish="torch.sqrt(t0 / s0)",
        doc="√(mean(x²)) of each parameter, broadcastable against it"),
     Op("row_mean_sq", "torch.mean(t0 * t0, dim=-1, keepdim=True)", 1, kind="reduction",
+       on_shards="sum", over=(-1,), partial="torch.sum(t0 * t0, dim=-1, keepdim=True)",
+       finish="t0 / s0",
        doc="mean of x² over the last dimension (a factored second moment's rows)"),
     Op("col_mean_sq", "torch.mean(t0 * t0, dim=-2, keepdim=True)", 1, kind="reduction",
+       on_shards="sum", over=(-2,), partial="torch.sum(t0 * t0, dim=-2, keepdim=True)",
+       finish="t0 / s0",
        doc="mean of x² over the second-to-last dimension (its columns)"),
     Op("row_mean", "torch.mean(t0, dim=-2, keepdim=True)", 1, kind="reduction",
+       on_shards="sum", over=(-2,), partial="torch.sum(t0, dim=-2, keepdim=True)",
+       finish="t0 / s0",
        doc="mean over the second-to-last dimension (a factor's normaliser)"),
     # -- over the whole list (one 0-d total, the same for every tensor) ------------------------
-    Op("group_sum", "torch.sum(t0)", 1, kind="group",
+    Op("group_sum", "torch.sum(t0)", 1, kind="group", on_shards="group",
        doc="Σ of every element of every tensor of the group"),
-    Op("group_sum_sq", "torch.sum(t0 * t0)", 1, kind="group",
+    Op("group_sum_sq", "torch.sum(t0 * t0)", 1, kind="group", on_shards="group",
        doc="Σ x² over the whole group: the squared global norm"),
     # -- matrices --------------------------------------------------------------------------------
-    Op("matmul", "t0 @ t1", 2, kind="matrix"),
+    Op("matmul", "t0 @ t1", 2, kind="matrix", on_shards="matmul"),
     Op("newton_schulz", "_newton_schulz(t0, a, b, c, steps, eps, dtype)", 1,
-       statics=("a", "b", "c", "steps", "eps", "dtype"), kind="matrix",
+       statics=("a", "b", "c", "steps", "eps", "dtype"), kind="matrix", on_shards="gather",
        doc="Newton–Schulz orthogonalisation of each matrix (see _newton_schulz)"),
-    Op("as_matrix", "_as_matrix(t0)", 1, kind="matrix",
+    Op("as_matrix", "_as_matrix(t0)", 1, kind="matrix", on_shards="reshape",
        doc="each parameter as [out, rest] (conv weights flattened as Muon's authors do)"),
     # t0's own dtype: the add that uses it casts on the fly, as torch.optim.Muon's does, where
     # a cast here would write and read one more full-size tensor
-    Op("reshape_as", "t0.reshape(t1.shape)", 2, kind="matrix",
+    Op("reshape_as", "t0.reshape(t1.shape)", 2, kind="matrix", on_shards="reshape",
        doc="t0's elements in t1's shape (undoes as_matrix), in t0's dtype"),
 )  # fmt: skip
 
 BY_NAME: dict[str, Op] = {op.name: op for op in VOCABULARY}
 
 
-def math_function(op: Op) -> Callable:
-    """The op's math as a Python function of its tensors and scalars (out of place)."""
+def math_function(op: Op, field: str = "math") -> Callable:
+    """The op's math as a Python function of its tensors and scalars (out of place); with
+    ``field="partial"`` or ``"finish"``, its sharded form's (``finish(t0, s0)``)."""
+    if field == "finish":
+        return eval(f"lambda t0, s0: {op.finish}", dict(MATH_NAMESPACE))  # noqa: S307
     args = [f"t{i}" for i in range(op.tensors)] + [f"s{i}" for i in range(len(op.scalars))]
     if op.statics:
         args += ["*", *op.statics]
-    return eval(f"lambda {', '.join(args)}: {op.math}", dict(MATH_NAMESPACE))  # noqa: S307
+    body = getattr(op, field)
+    return eval(f"lambda {', '.join(args)}: {body}", dict(MATH_NAMESPACE))  # noqa: S307

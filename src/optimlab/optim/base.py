@@ -435,7 +435,7 @@ class Optimizer(torch.optim.Optimizer):
                 storage.zero_grad_(group["params"], set_to_none)
                 continue
             for bucket in flat:
-                storage.zero_bucket_grads(bucket, set_to_none)
+                bucket.zero_grad(set_to_none)
             storage.zero_grad_(flat.idle + flat.eager, set_to_none)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
