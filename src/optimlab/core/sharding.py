@@ -198,15 +198,28 @@ def shard_groups(t: Tensor) -> tuple:
     return Layout.of(t).groups() if is_dtensor(t) else ()
 
 
+def _local_norm(t: Tensor, norm_type: float) -> Tensor:
+    """The norm of a local shard; 0 for an empty one (a process that holds no rows of a
+    small parameter), where torch has no ∞-norm."""
+    if t.numel() == 0:
+        return torch.zeros(
+            (), dtype=t.dtype if t.dtype.is_floating_point else None, device=t.device
+        )
+    return torch.linalg.vector_norm(t, norm_type)
+
+
 def total_norm(tensors: Sequence[Tensor], norm_type: float) -> Tensor:
-    """The ``norm_type``-norm of all elements of ``tensors`` together, DTensors counted whole:
-    per-tensor norms of the local shards, added up (or maximised, for ∞) over the processes
-    holding each tensor's shards. The same value on every process."""
+    """The ``norm_type``-norm of all elements of ``tensors`` together: the norm of the
+    per-tensor norms, as :func:`torch.nn.utils.get_total_norm` computes it. DTensors count
+    whole: the norms of their local shards are added up as ``‖·‖ᵖ`` in float64 (maximised, for
+    ∞) over the processes holding each tensor's shards, so every process gets the same value."""
     if not tensors:
         return torch.tensor(0.0)
     inf = math.isinf(norm_type)
-    norms = [torch.linalg.vector_norm(local(t), norm_type) for t in tensors]
+    norms = [_local_norm(local(t), norm_type) for t in tensors]
     device = norms[0].device
+    if not any_dtensor(tensors):
+        return torch.linalg.vector_norm(torch.stack([n.to(device) for n in norms]), norm_type)
     if inf:
         parts = [n.to(device) for n in norms]
     else:

@@ -16,6 +16,12 @@ The arithmetic is torch's own (:func:`torch.nn.utils.clip_grad_norm_` and
 :func:`torch.nn.utils.clip_grad_value_`), so results are those of the usual two-liner. What
 the wrapper adds is that it cannot be forgotten, composes with the other guards, and records
 the norm that was seen *before* clipping, ``last_norm`` (in value mode too, for logging).
+
+Sharded gradients (FSDP2's DTensors) are clipped by the norm of the whole gradient, not of
+each process's shard: the local norms are added up over the processes holding the shards
+(:func:`optimlab.core.sharding.total_norm`), so every process scales by the same factor and
+``last_norm`` is the same number everywhere. With DDP every process holds the same averaged
+gradients, so the plain computation already agrees.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from optimlab.core import sharding
 from optimlab.guards.base import OptimizerWrapper, evaluate_closure, step_applied
 
 
@@ -34,15 +41,6 @@ def _check_positive(name: str, value: float) -> None:
     # Written so that NaN, which fails every comparison, is rejected too.
     if not (0.0 < float(value) < math.inf):
         raise ValueError(f"Invalid {name} value: {value}")
-
-
-def _total_norm(grads: list[Tensor], norm_type: float) -> Tensor:
-    """The p-norm of the per-tensor p-norms, i.e. of all elements together."""
-    if not grads:
-        return torch.tensor(0.0)
-    norms = [torch.linalg.vector_norm(g, norm_type) for g in grads]
-    device = norms[0].device
-    return torch.linalg.vector_norm(torch.stack([n.to(device) for n in norms]), norm_type)
 
 
 class GradientClipping(OptimizerWrapper):
@@ -92,18 +90,36 @@ class GradientClipping(OptimizerWrapper):
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         loss = evaluate_closure(closure)
         params = self._grad_params()
-        if self.max_norm is not None:
+        grads = [p.grad for p in params]
+        if sharding.any_dtensor(grads):
+            self._clip_shards(grads)
+        elif self.max_norm is not None:
             self.last_norm = torch.nn.utils.clip_grad_norm_(
                 params, self.max_norm, norm_type=self.norm_type
             )
         else:
             # clip_grad_value_ does not report a norm; take it first.
-            self.last_norm = _total_norm([p.grad for p in params], self.norm_type)
+            self.last_norm = sharding.total_norm(grads, self.norm_type)
             torch.nn.utils.clip_grad_value_(params, self.value)
         self.calls += 1
         self.optimizer.step()
         self.last_step_applied = step_applied(self.optimizer)
         return loss
+
+    @torch.no_grad()
+    def _clip_shards(self, grads: list[Tensor]) -> None:
+        """Clip gradients some of which are sharded: torch's formula, on the whole gradient's
+        norm, applied to each process's shards."""
+        norm = sharding.total_norm(grads, self.norm_type)
+        self.last_norm = norm
+        shards = [sharding.local(g) for g in grads]
+        if self.max_norm is None:
+            for g in shards:
+                g.clamp_(min=-self.value, max=self.value)
+            return
+        factor = torch.clamp(self.max_norm / (norm + 1e-6), max=1.0)
+        for g in shards:
+            g.mul_(factor.to(g.device, g.dtype))
 
     def _guard_state_dict(self) -> dict[str, Any]:
         # Stateless apart from its settings, which are restored like torch restores a group's

@@ -30,8 +30,10 @@ The record also carries the global gradient norm before clipping when the chain 
 Cost: nothing when no :class:`StepDiagnostics` is attached (no hooks, no copies). Attached,
 steps that are not recorded (``every``) cost one Python call; recorded steps copy every
 parameter once and do a few reductions in float64 on the parameters' devices, with a single
-host sync. Calls that fall inside a gradient-accumulation window are not optimizer updates:
-they are neither counted nor recorded.
+host sync. Sharded parameters (FSDP2's DTensors) are gathered whole on every process for a
+recorded step, so every process records the same numbers, those of the whole model. Calls that
+fall inside a gradient-accumulation window are not optimizer updates: they are neither counted
+nor recorded.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from optimlab.core import sharding
 from optimlab.guards.accumulate import GradientAccumulation
 from optimlab.guards.base import find_guard, iter_chain, step_applied
 from optimlab.guards.clipping import GradientClipping
@@ -257,14 +260,20 @@ class StepDiagnostics:
     # -- the numbers ---------------------------------------------------------------------
     @torch.no_grad()
     def _param_stats(self, p: Tensor, old: Tensor) -> tuple[Tensor, Tensor]:
-        """[‖g‖, ‖Δθ‖, ‖θ‖, lr_min, lr_median, lr_max] for one tensor, and its lr ratios."""
+        """[‖g‖, ‖Δθ‖, ‖θ‖, lr_min, lr_median, lr_max] for one tensor, and its lr ratios. A
+        sharded parameter (DTensor) is gathered whole first (a median needs every element), so
+        every process records the numbers of the whole model."""
+        grad = p.grad
+        if sharding.is_dtensor(p):
+            p, old = p.full_tensor(), old.full_tensor()
+            grad = None if grad is None else grad.full_tensor()
         theta = old.to(torch.float64)
         delta = p.detach().to(torch.float64) - theta
-        if p.grad is None:
+        if grad is None:
             grad_norm = torch.zeros((), dtype=torch.float64, device=p.device)
             ratios = torch.empty(0, dtype=torch.float64, device=p.device)
         else:
-            g = p.grad.to(torch.float64)
+            g = grad.to(torch.float64)
             if g.is_sparse:
                 g = g.to_dense()
             grad_norm = torch.linalg.vector_norm(g)
