@@ -447,6 +447,24 @@ class Optimizer(torch.optim.Optimizer):
         super().load_state_dict(state_dict)
         for group, kept in zip(self.param_groups, flags):
             group.update(kept)
+        self._restore_scalar_dtypes(state_dict)
+
+    def _restore_scalar_dtypes(self, state_dict: dict[str, Any]) -> None:
+        """Per-parameter scalars (``step``, NAdam's ``mu_product``) keep the dtype they were
+        saved with. torch's loader casts every floating-point state tensor but ``step`` to the
+        parameter's dtype (and ``step`` too, to float32, in a ``fused`` group): a float32
+        ``mu_product`` of a bfloat16 parameter would come back rounded to bfloat16, and the
+        resumed run would differ from the uninterrupted one."""
+        keys = {"step"} | {spec.name for spec in self.state_spec if spec.shape == "scalar"}
+        saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        params = [p for g in self.param_groups for p in g["params"]]
+        for saved_id, p in zip(saved_ids, params):
+            saved = state_dict["state"].get(saved_id, {})
+            state = self.state.get(p, {})
+            for key in keys & saved.keys() & state.keys():
+                value = saved[key]
+                if torch.is_tensor(value) and state[key].dtype != value.dtype:
+                    state[key] = value.detach().to(device=state[key].device, copy=True)
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
