@@ -452,3 +452,125 @@ def spawn(fn: Callable, world: int = 2, *args, compile_: bool = False) -> list:
 
 def is_close(err: float, tol: float) -> bool:
     return math.isfinite(err) and err <= tol
+
+
+# -- checkpoints ---------------------------------------------------------------------------------
+#: steps before the checkpoint; one more follows it
+SAVED_AT = 2
+#: optimizers whose bfloat16 checkpoints are checked for their state dtypes: bf16 moments,
+#: float32 step counts and NAdam's float32 mu product, Adafactor's factored statistics
+DTYPE_RUNS = ("adamw", "nadam", "adafactor", "muon", "sgd")
+
+
+def _checkpoint_runs() -> list[tuple[str, torch.dtype]]:
+    runs = [(spec.name, torch.float64) for spec in SPECS]
+    return runs + [(name, torch.bfloat16) for name in DTYPE_RUNS]
+
+
+def _run_key(name: str, dtype: torch.dtype) -> str:
+    return f"{name}-{str(dtype).removeprefix('torch.')}"
+
+
+def _whole_state(model, opt) -> dict[str, torch.Tensor]:
+    """Every state tensor of ``opt``, whole, by parameter name and key."""
+    out = {}
+    for pname, p in model.named_parameters():
+        for key, value in opt.state.get(p, {}).items():
+            if torch.is_tensor(value):
+                out[f"{pname}.{key}"] = full(value).detach().clone()
+    return out
+
+
+#: the config each checkpoint run uses (SGD's first keeps no state)
+CHECKPOINT_CONFIG = {"sgd": 1}
+
+
+def _fresh(name: str, dtype: torch.dtype):
+    model = sharded_model(dtype)
+    cfg = SPEC_BY_NAME[name].configs[CHECKPOINT_CONFIG.get(name, 0)]
+    return model, build_optimizer(name, model, cfg, "fused")
+
+
+def _save(model, opt, path: str) -> None:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_sd, optim_sd = get_state_dict(model, opt)
+    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=path)
+
+
+def _load(model, opt, path: str) -> None:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    model_sd, optim_sd = get_state_dict(model, opt)
+    state = {"model": model_sd, "optim": optim_sd}
+    dcp.load(state, checkpoint_id=path)
+    set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
+
+
+def _after(model, opt) -> dict:
+    """What a test compares: the whole state (values and dtypes) and the weights."""
+    state = _whole_state(model, opt)
+    return {
+        "state": state,
+        "dtypes": {k: v.dtype for k, v in state.items()},
+        "weights": full_params(model),
+    }
+
+
+def checkpoint_save(rank: int, world: int, directory: str) -> dict:
+    """Train each run ``SAVED_AT`` steps and save a DCP checkpoint (``directory/first/KEY``);
+    report the state then, and the weights one more step reaches (uninterrupted)."""
+    out: dict = {}
+    for name, dtype in _checkpoint_runs():
+        key = _run_key(name, dtype)
+
+        def case(name=name, dtype=dtype, key=key):
+            model, opt = _fresh(name, dtype)
+            data = rank_data(rank, world)
+            train(model, opt, SAVED_AT, data, dtype=dtype)
+            _save(model, opt, f"{directory}/first/{key}")
+            saved = _after(model, opt)
+            train(model, opt, 1, data, start=SAVED_AT, dtype=dtype)
+            return {"saved": saved, "continued": full_params(model)}
+
+        _case(out, key, case)
+    return out
+
+
+def checkpoint_reshard(rank: int, world: int, directory: str) -> dict:
+    """Load each ``directory/first`` checkpoint on ``world`` processes (another world size
+    than it was saved with), report the state as loaded, save it again (``directory/second``)
+    and take one more step."""
+    out: dict = {}
+    for name, dtype in _checkpoint_runs():
+        key = _run_key(name, dtype)
+
+        def case(name=name, dtype=dtype, key=key):
+            model, opt = _fresh(name, dtype)
+            _load(model, opt, f"{directory}/first/{key}")
+            loaded = _after(model, opt)
+            _save(model, opt, f"{directory}/second/{key}")
+            train(model, opt, 1, rank_data(rank, world), start=SAVED_AT, dtype=dtype)
+            return {"loaded": loaded, "continued": full_params(model)}
+
+        _case(out, key, case)
+    return out
+
+
+def checkpoint_resume(rank: int, world: int, directory: str) -> dict:
+    """Load each ``directory/second`` checkpoint and take the step after it."""
+    out: dict = {}
+    for name, dtype in _checkpoint_runs():
+        key = _run_key(name, dtype)
+
+        def case(name=name, dtype=dtype, key=key):
+            model, opt = _fresh(name, dtype)
+            _load(model, opt, f"{directory}/second/{key}")
+            loaded = _after(model, opt)
+            train(model, opt, 1, rank_data(rank, world), start=SAVED_AT, dtype=dtype)
+            return {"loaded": loaded, "continued": full_params(model)}
+
+        _case(out, key, case)
+    return out

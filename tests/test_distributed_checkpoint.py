@@ -1,0 +1,96 @@
+"""Checkpoints of sharded optimizer state with torch.distributed.checkpoint (DCP): saved by
+FSDP2 on two processes, loaded on one (resharded), saved there and loaded on two again; every
+optimizer in float64, and several in bfloat16 for the state dtypes. The scenarios run in
+tests/distributed_cases.py, one process group per world size."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from distributed_cases import (
+    DTYPE_RUNS,
+    SAVED_AT,
+    checkpoint_reshard,
+    checkpoint_resume,
+    checkpoint_save,
+    max_diff,
+    spawn,
+)
+from specs import SPECS
+
+pytestmark = pytest.mark.skipif(
+    not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed"
+)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Rank 0's results of: saving at world size 2, loading (and saving again) at 1, loading
+    that at 2."""
+    directory = str(tmp_path_factory.mktemp("dcp"))
+    saved = spawn(checkpoint_save, 2, directory)[0]
+    resharded = spawn(checkpoint_reshard, 1, directory)[0]
+    resumed = spawn(checkpoint_resume, 2, directory)[0]
+    for results in (saved, resharded, resumed):
+        errors = [f"{key}: {r['error']}" for key, r in results.items() if "error" in r]
+        assert not errors, "\n".join(errors)
+    return saved, resharded, resumed
+
+
+def _as64(weights: dict) -> dict:
+    return {k: v.double() for k, v in weights.items()}
+
+
+def test_runs_cover_every_optimizer_and_low_precision(runs):
+    saved = runs[0]
+    assert {key.rsplit("-", 1)[0] for key in saved if key.endswith("float64")} == {
+        s.name for s in SPECS
+    }
+    assert {key.rsplit("-", 1)[0] for key in saved if key.endswith("bfloat16")} == set(DTYPE_RUNS)
+    assert SAVED_AT >= 2
+    # every run has state to lose, and the bfloat16 runs (but SGD, which counts no steps) keep
+    # float32 scalars beside their bfloat16 state
+    for key, result in saved.items():
+        dtypes = set(result["saved"]["dtypes"].values())
+        assert dtypes, key
+        if key.endswith("bfloat16"):
+            want = {torch.bfloat16} if key.startswith("sgd") else {torch.bfloat16, torch.float32}
+            assert dtypes == want, (key, dtypes)
+
+
+def test_save_at_two_load_at_one_restores_every_state_exactly(runs):
+    """The state one process loads from a two-process checkpoint is the whole state, bit for
+    bit, with every dtype as saved (bfloat16 moments, float32 step counts and NAdam's float32
+    mu product stay so)."""
+    saved, resharded, _ = runs
+    for key, result in saved.items():
+        want, got = result["saved"], resharded[key]["loaded"]
+        assert got["dtypes"] == want["dtypes"], key
+        for name, value in want["state"].items():
+            assert torch.equal(got["state"][name], value), (key, name)
+        assert max_diff(got["weights"], want["weights"]) == 0, key
+
+
+def test_resharded_run_continues_like_the_uninterrupted_one(runs):
+    """One process continues from the two-process checkpoint as the two processes continued:
+    the same step but for the order in which the batch's gradient was summed (float64: 1e-12;
+    bfloat16: one rounding step of the weights, 2^-8 relative)."""
+    saved, resharded, _ = runs
+    for key, result in saved.items():
+        err = max_diff(_as64(resharded[key]["continued"]), _as64(result["continued"]))
+        tol = 1e-12 if key.endswith("float64") else 2.0**-7
+        assert err <= tol, (key, err)
+
+
+def test_save_at_one_load_at_two_continues_bit_exactly(runs):
+    """The checkpoint one process saved, loaded by two, gives the state and the next step the
+    two processes had without any checkpoint: bit for bit (2 -> 1 -> 2 loses nothing)."""
+    saved, _, resumed = runs
+    for key, result in saved.items():
+        got = resumed[key]
+        assert got["loaded"]["dtypes"] == result["saved"]["dtypes"], key
+        for name, value in result["saved"]["state"].items():
+            assert torch.equal(got["loaded"]["state"][name], value), (key, name)
+        assert max_diff(got["continued"], result["continued"]) == 0, key
