@@ -574,3 +574,54 @@ def checkpoint_resume(rank: int, world: int, directory: str) -> dict:
 
         _case(out, key, case)
     return out
+
+
+# -- the vocabulary on shards --------------------------------------------------------------------
+#: whole tensors and how each operation that is not elementwise is applied to them; Shard(0)
+#: over two ranks splits 7 rows 4 + 3, a [1, 7] matrix's single row lives on the first rank
+#: only, and a [5, 3, 4] stack shards its batch dimension
+SHARDED_OP_CASES = {
+    "rms": ((7, 5), (1, 7), (5, 3, 4), (3,)),
+    "row_mean_sq": ((7, 5), (1, 7), (5, 3, 4)),
+    "col_mean_sq": ((7, 5), (1, 7), (5, 3, 4)),
+    "row_mean": ((7, 5), (1, 7), (5, 3, 4)),
+    "group_sum": ((7, 5), (1, 7), (3,)),
+    "group_sum_sq": ((7, 5), (1, 7), (3,)),
+    "newton_schulz": ((7, 5), (5, 7), (1, 7)),
+    "as_matrix": ((5, 3, 4), (7, 5)),
+}
+NS = {"a": 3.4445, "b": -4.775, "c": 2.0315, "steps": 5, "eps": 1e-7, "dtype": torch.float64}
+
+
+def sharded_ops(rank: int, world: int) -> dict:
+    """Each operation of :data:`SHARDED_OP_CASES` on DTensor shards (ShardedOps over the
+    foreach engine), gathered, against the foreach engine on the whole tensors: the largest
+    difference per operation (rank 0 reports)."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    from optimlab.core.sharding import ShardedOps
+    from optimlab.core.tensorlist import FOREACH as foreach
+
+    mesh = init_device_mesh("cpu", (world,))
+    out = {}
+    for name, shapes in SHARDED_OP_CASES.items():
+        gen = torch.Generator().manual_seed(len(name))
+        wholes = [torch.randn(shape, generator=gen, dtype=torch.float64) for shape in shapes]
+        kwargs = NS if name == "newton_schulz" else {}
+        ops = ShardedOps(foreach)
+        shards = [ops.enter(distribute_tensor(t, mesh, [Shard(0)]), t, "parameter") for t in wholes]
+        got = getattr(ops, name)(shards, **kwargs)
+        want = getattr(foreach, name)(wholes, **kwargs)
+        errs = []
+        for result, expected in zip(got, want):
+            layout = ops.layout(result)
+            whole = layout.gather(result) if layout is not None else result
+            errs.append((whole - expected).abs().max().item() if expected.numel() else 0.0)
+        out[name] = max(errs)
+    return out
+
+
+def fsdp2_guard_scenarios(rank: int, world: int) -> dict:
+    """:func:`fsdp2_guards` and :func:`sharded_ops` in one process group."""
+    return {"guards": fsdp2_guards(rank, world), "ops": sharded_ops(rank, world)}

@@ -10,13 +10,16 @@ import math
 import pytest
 import torch.distributed as dist
 
+from optimlab.core.vocabulary import VOCABULARY
+
 from distributed_cases import (
     DDP_RUNS,
+    SHARDED_OP_CASES,
     STEPS,
     TOLERANCE,
     WHOLE_TENSOR,
     ddp_scenarios,
-    fsdp2_guards,
+    fsdp2_guard_scenarios,
     fsdp2_runs,
     fsdp2_training,
     spawn,
@@ -121,8 +124,29 @@ def test_ddp_and_zero_equal_one_process(ddp_results):
 
 
 @pytest.fixture(scope="module")
-def guard_results():
-    return spawn(fsdp2_guards, 2)
+def guard_scenarios():
+    return spawn(fsdp2_guard_scenarios, 2)
+
+
+@pytest.fixture(scope="module")
+def guard_results(guard_scenarios):
+    return [r["guards"] for r in guard_scenarios]
+
+
+def test_operations_on_shards_equal_the_whole_tensor(guard_scenarios):
+    """Every operation that is not elementwise, on DTensor shards (rows split 4 + 3, a
+    matrix whose single row one rank holds alone, a sharded batch dimension), equals the
+    operation on the whole tensor: reductions as all-reduced partial sums and group sums to
+    1e-15, Newton-Schulz on the gathered matrix and reshapes of rows bit for bit."""
+    ops = guard_scenarios[0]["ops"]
+    assert set(ops) == set(SHARDED_OP_CASES)
+    assert {op.name for op in VOCABULARY if op.kind != "elementwise"} - set(ops) <= {
+        "matmul",  # exercised by Adafactor and Muon in the training tests
+        "reshape_as",
+    }
+    for name, err in ops.items():
+        tol = 0.0 if name in ("newton_schulz", "as_matrix") else 1e-15
+        assert err <= tol, (name, err)
 
 
 def test_guards_under_fsdp2_equal_one_process(guard_results):
