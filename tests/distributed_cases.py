@@ -19,6 +19,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -28,6 +29,11 @@ import optimlab.core.sharding
 from optimlab.guards.base import find_guard
 
 from specs import SPEC_BY_NAME, SPECS
+
+#: every test module of the distributed set is skipped on a torch without gloo
+needs_gloo = pytest.mark.skipif(
+    not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed"
+)
 
 TIMEOUT = datetime.timedelta(seconds=120)
 #: global batch, split evenly between the ranks
@@ -539,36 +545,22 @@ def checkpoint_save(rank: int, world: int, directory: str) -> dict:
     return out
 
 
-def checkpoint_reshard(rank: int, world: int, directory: str) -> dict:
-    """Load each ``directory/first`` checkpoint on ``world`` processes (another world size
-    than it was saved with), report the state as loaded, save it again (``directory/second``)
-    and take one more step."""
+def checkpoint_load(
+    rank: int, world: int, directory: str, source: str, again: str | None = None
+) -> dict:
+    """Load each ``directory/SOURCE`` checkpoint on ``world`` processes (the same or another
+    world size than it was saved with), report the state as loaded, save it again to
+    ``directory/AGAIN`` if given, and take the step after it."""
     out: dict = {}
     for name, dtype in _checkpoint_runs():
         key = _run_key(name, dtype)
 
         def case(name=name, dtype=dtype, key=key):
             model, opt = _fresh(name, dtype)
-            _load(model, opt, f"{directory}/first/{key}")
+            _load(model, opt, f"{directory}/{source}/{key}")
             loaded = _after(model, opt)
-            _save(model, opt, f"{directory}/second/{key}")
-            train(model, opt, 1, rank_data(rank, world), start=SAVED_AT, dtype=dtype)
-            return {"loaded": loaded, "continued": full_params(model)}
-
-        _case(out, key, case)
-    return out
-
-
-def checkpoint_resume(rank: int, world: int, directory: str) -> dict:
-    """Load each ``directory/second`` checkpoint and take the step after it."""
-    out: dict = {}
-    for name, dtype in _checkpoint_runs():
-        key = _run_key(name, dtype)
-
-        def case(name=name, dtype=dtype, key=key):
-            model, opt = _fresh(name, dtype)
-            _load(model, opt, f"{directory}/second/{key}")
-            loaded = _after(model, opt)
+            if again is not None:
+                _save(model, opt, f"{directory}/{again}/{key}")
             train(model, opt, 1, rank_data(rank, world), start=SAVED_AT, dtype=dtype)
             return {"loaded": loaded, "continued": full_params(model)}
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch.distributed as dist
 
 from optimlab.core.vocabulary import VOCABULARY
 
@@ -22,14 +21,13 @@ from distributed_cases import (
     fsdp2_guard_scenarios,
     fsdp2_runs,
     fsdp2_training,
+    needs_gloo,
     spawn,
     tolerance,
 )
 from specs import SPECS
 
-pytestmark = pytest.mark.skipif(
-    not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed"
-)
+pytestmark = needs_gloo
 
 
 def _failures(results: dict, check) -> list[str]:

@@ -7,22 +7,19 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.distributed as dist
 
 from distributed_cases import (
     DTYPE_RUNS,
     SAVED_AT,
-    checkpoint_reshard,
-    checkpoint_resume,
+    checkpoint_load,
     checkpoint_save,
     max_diff,
+    needs_gloo,
     spawn,
 )
 from specs import SPECS
 
-pytestmark = pytest.mark.skipif(
-    not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed"
-)
+pytestmark = needs_gloo
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +28,8 @@ def runs(tmp_path_factory):
     that at 2."""
     directory = str(tmp_path_factory.mktemp("dcp"))
     saved = spawn(checkpoint_save, 2, directory)[0]
-    resharded = spawn(checkpoint_reshard, 1, directory)[0]
-    resumed = spawn(checkpoint_resume, 2, directory)[0]
+    resharded = spawn(checkpoint_load, 1, directory, "first", "second")[0]
+    resumed = spawn(checkpoint_load, 2, directory, "second")[0]
     for results in (saved, resharded, resumed):
         errors = [f"{key}: {r['error']}" for key, r in results.items() if "error" in r]
         assert not errors, "\n".join(errors)

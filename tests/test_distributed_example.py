@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.distributed as dist
 
+from distributed_cases import needs_gloo
 from docs_scripts import docs_script
 
-pytestmark = pytest.mark.skipif(
-    not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed"
-)
+pytestmark = needs_gloo
 
 
 def _losses(example, tmp_path, name: str, *argv: str) -> list[float]:

@@ -9,13 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch.distributed as dist
+
+from distributed_cases import needs_gloo
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "fsdp_step.py"
 
-pytestmark = pytest.mark.skipif(
-    not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed"
-)
+pytestmark = needs_gloo
 
 
 @pytest.fixture(scope="module")
