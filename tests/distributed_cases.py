@@ -614,6 +614,41 @@ def sharded_ops(rank: int, world: int) -> dict:
     return out
 
 
+#: optimizers of :func:`hsdp_training`: elementwise, whole-tensor reductions, Newton-Schulz
+HSDP_RUNS = ("adamw", "adafactor", "muon")
+
+
+def hsdp_training(rank: int, world: int) -> dict:
+    """FSDP2 on a two-dimensional mesh, replicated over the ``world`` processes and sharded
+    over one (HSDP's layout: parameters placed ``(Replicate(), Shard(0))``), against one
+    process: the reductions must not add up the replicated copies."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    out: dict = {}
+    for name in HSDP_RUNS:
+
+        def case(name=name):
+            mesh = init_device_mesh("cpu", (world, 1), mesh_dim_names=("replicate", "shard"))
+            model = make_model()
+            fully_shard(model.fc1, mesh=mesh)
+            fully_shard(model, mesh=mesh)
+            opt = build_optimizer(name, model, SPEC_BY_NAME[name].configs[0], "fused")
+            train(model, opt, STEPS, rank_data(rank, world))
+            result = {"placements": str(model.fc1.weight.placements)}
+            if rank == 0:
+                result["err"] = max_diff(full_params(model), reference(name, 0, "fused"))
+            return result
+
+        _case(out, f"hsdp-{name}-0-fused", case)
+    return out
+
+
 def fsdp2_guard_scenarios(rank: int, world: int) -> dict:
-    """:func:`fsdp2_guards` and :func:`sharded_ops` in one process group."""
-    return {"guards": fsdp2_guards(rank, world), "ops": sharded_ops(rank, world)}
+    """:func:`fsdp2_guards`, :func:`sharded_ops` and :func:`hsdp_training` in one process
+    group."""
+    return {
+        "guards": fsdp2_guards(rank, world),
+        "ops": sharded_ops(rank, world),
+        "hsdp": hsdp_training(rank, world),
+    }

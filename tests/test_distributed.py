@@ -13,6 +13,7 @@ from optimlab.core.vocabulary import VOCABULARY
 
 from distributed_cases import (
     DDP_RUNS,
+    HSDP_RUNS,
     SHARDED_OP_CASES,
     STEPS,
     TOLERANCE,
@@ -129,6 +130,16 @@ def guard_scenarios():
 @pytest.fixture(scope="module")
 def guard_results(guard_scenarios):
     return [r["guards"] for r in guard_scenarios]
+
+
+def test_hsdp_replicated_and_sharded_equals_one_process(guard_scenarios):
+    """A two-dimensional mesh (replicated over both processes, sharded over one): AdamW,
+    Adafactor and Muon equal one process; their sums cover each shard once, not once per
+    replica."""
+    results = guard_scenarios[0]["hsdp"]
+    assert {key.split("-")[1] for key in results} == set(HSDP_RUNS)
+    assert not _failures(results, _weights_match)
+    assert {r["placements"] for r in results.values()} == {"(Replicate(), Shard(dim=0))"}
 
 
 def test_operations_on_shards_equal_the_whole_tensor(guard_scenarios):
