@@ -221,15 +221,18 @@ def ddp_scenarios(rank: int, world: int) -> dict:
     return {
         "training": ddp_and_zero_training(rank, world),
         "agreement": ddp_nonfinite_agreement(rank, world),
+        "guards": ddp_and_zero_guards(rank, world),
     }
 
 
 #: (mode, engine) of the DDP and ZeRO runs: plain DDP, DDP with gradient_as_bucket_view=True,
 #: ZeroRedundancyOptimizer, and with parameters_as_bucket_view=True
 DDP_RUNS = (
+    ("ddp", "loop"),
     ("ddp", "foreach"),
     ("ddp", "fused"),
     ("ddp-grad-view", "fused"),
+    ("zero", "loop"),
     ("zero", "foreach"),
     ("zero", "fused"),
     ("zero-bucket-view", "fused"),
@@ -320,9 +323,10 @@ def _guarded_training(model, guard, steps, data, micro, nan_rows, diagnostics):
             if m < micro - 1:
                 guard.step()
         if step == NAN_STEP and find_guard(guard, optimlab.NonFiniteGuard) is not None:
-            row = nan_rows(model.fc1.weight)
+            fc1 = getattr(model, "module", model).fc1  # under DDP, the module it wraps
+            row = nan_rows(fc1.weight)
             if row is not None:
-                optimlab.core.sharding.local(model.fc1.weight.grad)[row, 0] = float("nan")
+                optimlab.core.sharding.local(fc1.weight.grad)[row, 0] = float("nan")
         guard.step()
     numbers = [
         [(g.grad_norm, g.update_norm, g.param_norm, g.effective_lr_median) for g in r.groups]
@@ -390,6 +394,50 @@ def fsdp2_guards(rank: int, world: int) -> dict:
                 return result
 
             _case(out, f"{name}-{engine}", case)
+    return out
+
+
+def ddp_and_zero_guards(rank: int, world: int) -> dict:
+    """Each guard and the chain around AdamW under DDP, and around a ZeroRedundancyOptimizer
+    of AdamW, with a NaN in one gradient element at one step (on every rank: DDP averaged it
+    there), against one process (rank 0 compares)."""
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    out: dict = {}
+    for name, wrap, micro in _guard_runs():
+        for mode in ("ddp", "zero"):
+
+            def case(wrap=wrap, micro=micro, mode=mode):
+                model = make_model()
+                ddp = DDP(model)
+                if mode == "zero":
+                    inner = ZeroRedundancyOptimizer(
+                        model.parameters(),
+                        optimizer_class=optimlab.AdamW,
+                        lr=0.01,
+                        weight_decay=0.1,
+                        engine="fused",
+                    )
+                else:
+                    inner = _adamw(model)
+                guard = wrap(inner)
+                _, counters = _guarded_training(
+                    ddp, guard, STEPS, rank_data(rank, world), micro, lambda p: NAN_ROW, False
+                )
+                result = {"counters": counters}
+                if rank == 0:
+                    ref_model = make_model()
+                    ref = wrap(_adamw(ref_model))
+                    _, ref_counters = _guarded_training(
+                        ref_model, ref, STEPS, batch_of, micro, lambda p: NAN_ROW, False
+                    )
+                    got = {**full_params(model), **_extra_weights(guard)}
+                    want = {**full_params(ref_model), **_extra_weights(ref)}
+                    result.update(err=max_diff(got, want), ref_counters=ref_counters)
+                return result
+
+            _case(out, f"{mode}-{name}", case)
     return out
 
 

@@ -197,6 +197,23 @@ def test_step_diagnostics_record_the_whole_model(guard_results):
                 assert same_nan or math.isclose(a, b, rel_tol=1e-10, abs_tol=1e-14), (key, a, b)
 
 
+def test_guards_under_ddp_and_zero_equal_one_process(ddp_results):
+    """Each guard and the chain around AdamW under DDP and around ZeroRedundancyOptimizer
+    (fused AdamW on each rank's partition): weights, averages and slow weights equal one
+    process's; a NaN in the averaged gradient is skipped once on every rank."""
+    results = ddp_results[0]["guards"]
+    assert len(results) == 2 * 8
+    assert not _failures(results, lambda k, r: _weights_match("-adamw-", r))
+    for rank_results in ddp_results:
+        for key, result in rank_results["guards"].items():
+            want = results[key]["ref_counters"]
+            assert result["counters"]["skips"] == want["skips"], key
+            if want["last_norm"] is not None:
+                assert math.isclose(
+                    result["counters"]["last_norm"], want["last_norm"], rel_tol=1e-12
+                )
+
+
 def test_nonfinite_guard_process_group_makes_plain_ranks_agree(ddp_results):
     """Plain parameters whose gradients differ between ranks (a NaN on one rank only): with
     ``process_group`` both ranks skip and say where it was seen; without it only that rank
