@@ -112,7 +112,8 @@ def build_sides(name: str, model: nn.Module) -> tuple[torch.optim.Optimizer, Any
     twin, kwargs, _, _ = step_speed.torch_baseline(name)
     torch_cls = getattr(torch.optim, twin)
     if name != "muon":
-        return ours, torch_cls(model.parameters(), **kwargs), twin
+        label = f"{twin} (amsgrad)" if kwargs.get("amsgrad") else twin
+        return ours, torch_cls(model.parameters(), **kwargs), label
     matrices = [p for g in ours.param_groups if g.get("use_muon", True) for p in g["params"]]
     rest = [p for g in ours.param_groups if not g.get("use_muon", True) for p in g["params"]]
     theirs = Together(torch_cls(matrices, **kwargs), torch.optim.AdamW(rest))
@@ -268,7 +269,8 @@ def table(doc: dict[str, Any]) -> str:
             notes.append(f"{row['optimizer']}: torch.optim.{twin} failed: {row['torch_error']}")
             twin += " (fails)"
         engine = "/".join(
-            f"{e}{'' if f else ' (eager)'}" for e, f in zip(row["engine"], row["fused"])
+            f"{e}{' (eager)' if e == 'fused' and not f else ''}"
+            for e, f in zip(row["engine"], row["fused"])
         )
         lines.append(
             f"| {row['optimizer']} | {twin} | {engine} | {row['ms']:.2f} | "
