@@ -40,6 +40,23 @@ def _as64(weights: dict) -> dict:
     return {k: v.double() for k, v in weights.items()}
 
 
+def _loaded_dtypes(key: str, saved: dict) -> dict:
+    """The dtypes state loads in: as saved, except that a float32 scalar other than the step
+    count (NAdam's mu product) of a float64 parameter loads as float64, a cast that loses
+    nothing and that torch.optim makes too (optimlab never casts to less precision)."""
+    if not key.endswith("float64"):
+        return saved
+    return {
+        name: torch.float64 if dtype == torch.float32 and not name.endswith(".step") else dtype
+        for name, dtype in saved.items()
+    }
+
+
+#: runs whose loaded state is upcast (above), so the step after a load is not bit for bit
+#: the uninterrupted one (5e-11 here)
+UPCAST = ("nadam-float64",)
+
+
 def test_runs_cover_every_optimizer_and_low_precision(runs):
     saved = runs[0]
     assert {key.rsplit("-", 1)[0] for key in saved if key.endswith("float64")} == {
@@ -64,30 +81,34 @@ def test_save_at_two_load_at_one_restores_every_state_exactly(runs):
     saved, resharded, _ = runs
     for key, result in saved.items():
         want, got = result["saved"], resharded[key]["loaded"]
-        assert got["dtypes"] == want["dtypes"], key
+        assert got["dtypes"] == _loaded_dtypes(key, want["dtypes"]), key
         for name, value in want["state"].items():
-            assert torch.equal(got["state"][name], value), (key, name)
+            assert torch.equal(got["state"][name].to(value.dtype), value), (key, name)
         assert max_diff(got["weights"], want["weights"]) == 0, key
 
 
 def test_resharded_run_continues_like_the_uninterrupted_one(runs):
     """One process continues from the two-process checkpoint as the two processes continued:
-    the same step but for the order in which the batch's gradient was summed (float64: 1e-12;
-    bfloat16: one rounding step of the weights, 2^-8 relative)."""
+    the same step but for the order in which the batch's gradient was summed (float64: 1e-12,
+    NAdam's upcast mu product 1e-10; bfloat16: one rounding step of the weights)."""
     saved, resharded, _ = runs
     for key, result in saved.items():
         err = max_diff(_as64(resharded[key]["continued"]), _as64(result["continued"]))
-        tol = 1e-12 if key.endswith("float64") else 2.0**-7
+        tol = 1e-10 if key in UPCAST else 1e-12 if key.endswith("float64") else 2.0**-7
         assert err <= tol, (key, err)
 
 
 def test_save_at_one_load_at_two_continues_bit_exactly(runs):
     """The checkpoint one process saved, loaded by two, gives the state and the next step the
-    two processes had without any checkpoint: bit for bit (2 -> 1 -> 2 loses nothing)."""
+    two processes had without any checkpoint: bit for bit (2 -> 1 -> 2 loses nothing), but
+    where a lossless upcast at load changes the arithmetic of the next step (NAdam in
+    float64: 1e-10)."""
     saved, _, resumed = runs
+    assert set(UPCAST) <= set(saved)
     for key, result in saved.items():
         got = resumed[key]
-        assert got["loaded"]["dtypes"] == result["saved"]["dtypes"], key
+        assert got["loaded"]["dtypes"] == _loaded_dtypes(key, result["saved"]["dtypes"]), key
         for name, value in result["saved"]["state"].items():
-            assert torch.equal(got["loaded"]["state"][name], value), (key, name)
-        assert max_diff(got["continued"], result["continued"]) == 0, key
+            assert torch.equal(got["loaded"]["state"][name].to(value.dtype), value), (key, name)
+        err = max_diff(_as64(got["continued"]), _as64(result["continued"]))
+        assert err <= (1e-10 if key in UPCAST else 0.0), (key, err)

@@ -450,11 +450,13 @@ class Optimizer(torch.optim.Optimizer):
         self._restore_scalar_dtypes(state_dict)
 
     def _restore_scalar_dtypes(self, state_dict: dict[str, Any]) -> None:
-        """Per-parameter scalars (``step``, NAdam's ``mu_product``) keep the dtype they were
-        saved with. torch's loader casts every floating-point state tensor but ``step`` to the
-        parameter's dtype (and ``step`` too, to float32, in a ``fused`` group): a float32
-        ``mu_product`` of a bfloat16 parameter would come back rounded to bfloat16, and the
-        resumed run would differ from the uninterrupted one."""
+        """Per-parameter scalars (``step``, NAdam's ``mu_product``) are never loaded in a less
+        precise dtype than they were saved in. torch's loader casts every floating-point
+        state tensor but ``step`` to the parameter's dtype: a float32 ``mu_product`` of a
+        bfloat16 parameter would come back rounded to bfloat16, and the resumed run would
+        differ from the uninterrupted one. Where the cast loses nothing (float32 to a float64
+        parameter's float64) it stays, as in torch.optim, so a run moved from torch.optim
+        continues exactly as torch.optim would continue it."""
         keys = {"step"} | {spec.name for spec in self.state_spec if spec.shape == "scalar"}
         saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
         params = [p for g in self.param_groups for p in g["params"]]
@@ -462,9 +464,9 @@ class Optimizer(torch.optim.Optimizer):
             saved = state_dict["state"].get(saved_id, {})
             state = self.state.get(p, {})
             for key in keys & saved.keys() & state.keys():
-                value = saved[key]
-                if torch.is_tensor(value) and state[key].dtype != value.dtype:
-                    state[key] = value.detach().to(device=state[key].device, copy=True)
+                value, loaded = saved[key], state[key]
+                if torch.is_tensor(value) and _less_precise(loaded.dtype, value.dtype):
+                    state[key] = value.detach().to(device=loaded.device, copy=True)
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
@@ -529,3 +531,10 @@ def resolve_decoupled(weight_decay_mode: str, decoupled_weight_decay: bool) -> s
             f"decoupled_weight_decay=True contradicts weight_decay_mode={weight_decay_mode!r}"
         )
     return "decoupled"
+
+
+def _less_precise(dtype: torch.dtype, than: torch.dtype) -> bool:
+    """Whether floating-point ``dtype`` keeps fewer significant bits than ``than``."""
+    if not (dtype.is_floating_point and than.is_floating_point):
+        return False
+    return torch.finfo(dtype).eps > torch.finfo(than).eps
