@@ -667,28 +667,31 @@ HSDP_RUNS = ("adamw", "adafactor", "muon")
 
 
 def hsdp_training(rank: int, world: int) -> dict:
-    """FSDP2 on a two-dimensional mesh, replicated over the ``world`` processes and sharded
-    over one (HSDP's layout: parameters placed ``(Replicate(), Shard(0))``), against one
-    process: the reductions must not add up the replicated copies."""
+    """FSDP2 on two-dimensional meshes against one process: replicated over the ``world``
+    processes and sharded over one (HSDP's layout), and the other way round; parameters are
+    placed ``(Replicate(), Shard(0))``. The reductions must add up each shard once, not once
+    per replica."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
     out: dict = {}
-    for name in HSDP_RUNS:
+    for shape in ((world, 1), (1, world)):
+        for name in HSDP_RUNS:
 
-        def case(name=name):
-            mesh = init_device_mesh("cpu", (world, 1), mesh_dim_names=("replicate", "shard"))
-            model = make_model()
-            fully_shard(model.fc1, mesh=mesh)
-            fully_shard(model, mesh=mesh)
-            opt = build_optimizer(name, model, SPEC_BY_NAME[name].configs[0], "fused")
-            train(model, opt, STEPS, rank_data(rank, world))
-            result = {"placements": str(model.fc1.weight.placements)}
-            if rank == 0:
-                result["err"] = max_diff(full_params(model), reference(name, 0, "fused"))
-            return result
+            def case(name=name, shape=shape):
+                mesh = init_device_mesh("cpu", shape, mesh_dim_names=("replicate", "shard"))
+                model = make_model()
+                fully_shard(model.fc1, mesh=mesh)
+                fully_shard(model, mesh=mesh)
+                opt = build_optimizer(name, model, SPEC_BY_NAME[name].configs[0], "fused")
+                train(model, opt, STEPS, rank_data(rank, world))
+                got = full_params(model)  # a collective: every rank
+                result = {"placements": str(model.fc1.weight.placements)}
+                if rank == 0:
+                    result["err"] = max_diff(got, reference(name, 0, "fused"))
+                return result
 
-        _case(out, f"hsdp-{name}-0-fused", case)
+            _case(out, f"hsdp{shape[0]}x{shape[1]}-{name}-0-fused", case)
     return out
 
 

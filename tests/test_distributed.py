@@ -133,11 +133,12 @@ def guard_results(guard_scenarios):
 
 
 def test_hsdp_replicated_and_sharded_equals_one_process(guard_scenarios):
-    """A two-dimensional mesh (replicated over both processes, sharded over one): AdamW,
-    Adafactor and Muon equal one process; their sums cover each shard once, not once per
-    replica."""
+    """Two-dimensional meshes (replicated over both processes and sharded over one, and the
+    other way round): AdamW, Adafactor and Muon equal one process; their sums cover each
+    shard once, not once per replica."""
     results = guard_scenarios[0]["hsdp"]
     assert {key.split("-")[1] for key in results} == set(HSDP_RUNS)
+    assert {key.split("-")[0] for key in results} == {"hsdp2x1", "hsdp1x2"}
     assert not _failures(results, _weights_match)
     assert {r["placements"] for r in results.values()} == {"(Replicate(), Shard(dim=0))"}
 
