@@ -695,11 +695,38 @@ def hsdp_training(rank: int, world: int) -> dict:
     return out
 
 
+def refused_switches(rank: int, world: int) -> dict:
+    """What a step of AdamW with ``differentiable=True`` or ``capturable=True`` on FSDP2
+    parameters raises (the error's type and message), and whether the weights stayed."""
+    from optimlab.optim import base
+
+    out = {}
+    capturable_devices = base._capturable_devices
+    # as tests/test_capturable.py does: let the CPU pass optimlab's capturable device check, so
+    # what is refused is the sharding, not the device
+    base._capturable_devices = lambda: ["cpu", "cuda"]
+    for switch in ("differentiable", "capturable"):
+        model = sharded_model()
+        opt = optimlab.AdamW(model.parameters(), lr=0.01, engine="loop", **{switch: True})
+        x, y = local_batch(0, rank, world)
+        loss_fn(model, x, y).backward()
+        before = full_params(model)
+        try:
+            opt.step()
+            out[switch] = {"error": None}
+        except Exception as error:  # noqa: BLE001 - the test reads it
+            out[switch] = {"error": f"{type(error).__name__}: {error}"}
+        out[switch]["moved"] = max_diff(full_params(model), before) > 0
+    base._capturable_devices = capturable_devices
+    return out
+
+
 def fsdp2_guard_scenarios(rank: int, world: int) -> dict:
-    """:func:`fsdp2_guards`, :func:`sharded_ops` and :func:`hsdp_training` in one process
-    group."""
+    """:func:`fsdp2_guards`, :func:`sharded_ops`, :func:`hsdp_training` and
+    :func:`refused_switches` in one process group."""
     return {
         "guards": fsdp2_guards(rank, world),
         "ops": sharded_ops(rank, world),
         "hsdp": hsdp_training(rank, world),
+        "refused": refused_switches(rank, world),
     }

@@ -143,6 +143,17 @@ def test_hsdp_replicated_and_sharded_equals_one_process(guard_scenarios):
     assert {r["placements"] for r in results.values()} == {"(Replicate(), Shard(dim=0))"}
 
 
+def test_differentiable_and_capturable_are_refused_on_shards(guard_scenarios):
+    """Steps that run outside autograd and CUDA graphs on the local shards cannot honour
+    differentiable=True or capturable=True: both raise a NotImplementedError that names the
+    switch, on every rank, before any weight moves."""
+    for rank_results in guard_scenarios:
+        for switch, result in rank_results["refused"].items():
+            assert result["error"].startswith("NotImplementedError"), result
+            assert f"{switch}=True with DTensor parameters" in result["error"]
+            assert not result["moved"]
+
+
 def test_operations_on_shards_equal_the_whole_tensor(guard_scenarios):
     """Every operation that is not elementwise, on DTensor shards (rows split 4 + 3, a
     matrix whose single row one rank holds alone, a sharded batch dimension), equals the
