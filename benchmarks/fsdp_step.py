@@ -201,6 +201,7 @@ def _worker(rank: int, world: int, store: str, args: argparse.Namespace, out: st
         if rank == 0:
             params = sum(p.numel() for p in model.parameters())
             torch.save({"rows": rows, "params": params}, out)
+        dist.barrier()  # leave together: gloo aborts a process whose peer is still talking
     finally:
         dist.destroy_process_group()
 

@@ -102,6 +102,7 @@ def train(rank: int, world: int, args: argparse.Namespace, store: str) -> None:
             print(f"checkpoint at step {start + args.steps}: {checkpoint}")
             if args.losses:
                 torch.save(losses, args.losses)
+        dist.barrier()  # leave together: gloo aborts a process whose peer is still talking
     finally:
         dist.destroy_process_group()
 

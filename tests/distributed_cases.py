@@ -486,6 +486,7 @@ def _entry(rank: int, world: int, directory: str, fn: Callable, compile_: bool, 
     try:
         result = fn(rank, world, *args)
         torch.save(result, Path(directory) / f"result-{rank}.pt")
+        dist.barrier()  # leave together: gloo aborts a process whose peer is still talking
     except BaseException:
         (Path(directory) / f"error-{rank}.txt").write_text(traceback.format_exc())
         raise
