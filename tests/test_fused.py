@@ -933,15 +933,20 @@ def test_adafactor_batches_compile_and_match_the_loop_engine(factored):
     b = optimlab.Adafactor(theirs, factored=factored, engine="loop")
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
-        for _ in range(4):
-            for p, q in zip(ours, theirs):
-                g = torch.randn(p.shape, generator=gen)
-                p.grad, q.grad = g.clone(), g.clone()
-            a.step()
-            b.step()
+        _step_both(a, b, ours, theirs, gen, torch.float32)
     assert a.fused_stats["fused_steps"] > 0 and a.fused_stats.get("compile_failures", 0) == 0
     for p, q in zip(ours, theirs):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def _step_both(a, b, ours, theirs, gen, dtype, steps: int = 4) -> None:
+    """``steps`` steps of two optimizers on twin parameters, fed the same random gradients."""
+    for _ in range(steps):
+        for p, q in zip(ours, theirs):
+            g = torch.randn(p.shape, generator=gen, dtype=dtype)
+            p.grad, q.grad = g.clone(), g.clone()
+        a.step()
+        b.step()
 
 
 ADAFACTOR_CONFIGS = (
@@ -974,12 +979,7 @@ def test_adafactor_is_compiled_in_segments_that_pass_only_small_values(cfg, monk
     theirs = [p.detach().clone().requires_grad_() for p in ours]
     a = optimlab.Adafactor(ours, **cfg, engine="fused")
     b = optimlab.Adafactor(theirs, **cfg, engine="loop")
-    for _ in range(4):
-        for p, q in zip(ours, theirs):
-            g = torch.randn(p.shape, generator=gen, dtype=torch.float64)
-            p.grad, q.grad = g.clone(), g.clone()
-        a.step()
-        b.step()
+    _step_both(a, b, ours, theirs, gen, torch.float64)
     assert a.fused_stats["fused_steps"] > 0 and a.fused_stats.get("compile_failures", 0) == 0
     for p, q in zip(ours, theirs):
         torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
