@@ -1008,3 +1008,27 @@ def _value_sizes(program, example):
         values[slot] = result
         sizes[(slot, position)] = result.numel()
     return sizes
+
+
+def test_a_program_that_cannot_be_sized_on_meta_tensors_compiles_as_one_kernel(monkeypatch):
+    """Cutting a batched program needs its values' sizes (codegen.segments runs it on meta
+    tensors); if that fails, the program is compiled whole and the step still runs."""
+
+    def unsizable(*_args, **_kwargs):
+        raise NotImplementedError("no meta kernel")
+
+    monkeypatch.setattr(codegen, "_small_values", unsizable)
+    codegen.reset_kernels()
+    gen = torch.Generator().manual_seed(0)
+    ours = [
+        torch.randn(6, 5, generator=gen, dtype=torch.float64).requires_grad_() for _ in range(2)
+    ]
+    theirs = [p.detach().clone().requires_grad_() for p in ours]
+    a = optimlab.Adafactor(ours, engine="fused")
+    b = optimlab.Adafactor(theirs, engine="loop")
+    _step_both(a, b, ours, theirs, gen, torch.float64, steps=2)
+    kernels = list(codegen._KERNELS.values())
+    assert kernels and not any(isinstance(k, codegen.SegmentedKernel) for k in kernels)
+    assert a.fused_stats["fused_steps"] > 0 and a.fused_stats.get("compile_failures", 0) == 0
+    for p, q in zip(ours, theirs):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)

@@ -281,8 +281,8 @@ def get_kernel(key: tuple, example: list[Tensor] | None = None):
     if kernel is None:
         kernel = build_kernel(*key[:2])
         if key[4]:
-            parts = segments(*key[:2], example) if key[5] and example else None
-            if key[2] == "cpu" and parts is not None:
+            parts = _cut(key, example) if key[2] == "cpu" else None
+            if parts is not None:
                 kernel = SegmentedKernel(*key[:2], parts)
             elif key[2] == "cpu":
                 kernel = CompiledKernel(kernel)
@@ -290,6 +290,18 @@ def get_kernel(key: tuple, example: list[Tensor] | None = None):
                 kernel = torch.compile(kernel, fullgraph=True, dynamic=True)
         _KERNELS[key] = kernel
     return kernel
+
+
+def _cut(key: tuple, example: list[Tensor] | None) -> list | None:
+    """:func:`segments` of a batched program, or ``None``: also when its values cannot be
+    sized on meta tensors (an operation without a meta implementation), since one kernel
+    computes the same numbers, only more slowly."""
+    if not key[5] or not example:
+        return None
+    try:
+        return segments(*key[:2], example)
+    except (RuntimeError, NotImplementedError, TypeError, ValueError):
+        return None
 
 
 def reset_kernels() -> None:
