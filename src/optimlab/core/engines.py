@@ -72,10 +72,8 @@ def run_step(
     per (device, dtype). Sparse gradients always take the loop (the foreach kernels, like
     torch's, have no sparse form).
     """
-    capturable = bool(group.get("capturable"))
-    if capturable:
-        engine = "loop"
-        info["capturable"] = True
+    capturable = bool(group.get("capturable"))  # the caller chose the loop engine for it
+    recording = torch.is_grad_enabled()  # differentiable=True: autograd records the step
     if engine != "loop" and any(g.is_sparse for g in grads):
         engine = "loop"
         info["sparse_gradients"] = "loop engine"
@@ -84,7 +82,7 @@ def run_step(
     else:
         ops, buckets = FOREACH, list(group_by_device_and_dtype(params).values())
     sharded = sharding.any_dtensor(params)
-    if sharded and (torch.is_grad_enabled() or capturable):
+    if sharded and (recording or capturable):
         switch = "capturable" if capturable else "differentiable"
         raise NotImplementedError(
             f"{switch}=True with DTensor parameters: optimlab steps sharded parameters on "
@@ -107,13 +105,11 @@ def run_step(
             state = {k: [as_real(s.get(k)) for s in raw] for k in keys}
         if capturable:
             _scalars_to_device(raw, p)
-        if torch.is_grad_enabled() or capturable:
-            # differentiable=True: autograd records the step; capturable=True: no host reads
+        if recording or capturable:  # the math with in-place writes to what the step keeps
             kept = [*p, *(t for ts in state.values() for t in ts if t is not None)]
             kept += [t for s in raw for t in s.values() if torch.is_tensor(t)]
             persistent = {id(t) for t in kept}
-            ops = DifferentiableOps(persistent) if torch.is_grad_enabled() else None
-            ops = ops or CapturableOps(persistent)
+            ops = DifferentiableOps(persistent) if recording else CapturableOps(persistent)
         fresh = {k: [i for i, t in enumerate(state[k]) if t is None] for k in keys}
         steps = None
         if opt._counts_steps(group):

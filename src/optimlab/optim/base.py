@@ -255,17 +255,13 @@ class Optimizer(torch.optim.Optimizer):
     def _hyperparameters(self, index: int, group: dict) -> dict:
         """This step's view of a group, plus ``base_lr``: tensor hyperparameters as numbers,
         except under ``capturable`` or ``differentiable``."""
-        if group.get("capturable") or group.get("differentiable"):
-            # kept as tensors: a capturable step reads nothing back to the host, and a
-            # differentiable one lets the gradient flow into a tensor lr or betas
-            hp = {k: v for k, v in group.items() if k != "params"}
-            hp["base_lr"] = group.get("initial_lr")
-        else:
-            hp = {k: _as_number(v) for k, v in group.items() if k != "params"}
-            hp["base_lr"] = None
+        # kept as tensors: a capturable step reads nothing back to the host, and a
+        # differentiable one lets the gradient flow into a tensor lr or betas
+        keep = group.get("capturable") or group.get("differentiable")
+        hp = {k: v if keep else _as_number(v) for k, v in group.items() if k != "params"}
         hp["params"] = group["params"]
-        if hp["base_lr"] is None:
-            hp["base_lr"] = self.base_lr(index)
+        # (base_lr() would read a scheduler's tensor initial_lr on the host)
+        hp["base_lr"] = hp["initial_lr"] if keep and "initial_lr" in hp else self.base_lr(index)
         return hp
 
     @classmethod
@@ -361,7 +357,8 @@ class Optimizer(torch.optim.Optimizer):
             raise AssertionError("_foreach ops don't support autograd")  # torch's words
         if group.get("capturable"):
             self._check_capturable(group)
-            engine = "loop"  # see run_step: device-tensor scalars, one tensor at a time
+            engine = "loop"  # run_step: device-tensor scalars, one tensor at a time
+            info["capturable"] = True
         hp = self._hyperparameters(index, group)
         params = group["params"]
         eager = "loop" if engine == "loop" else "foreach"
