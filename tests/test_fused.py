@@ -1032,3 +1032,26 @@ def test_a_program_that_cannot_be_sized_on_meta_tensors_compiles_as_one_kernel(m
     assert a.fused_stats["fused_steps"] > 0 and a.fused_stats.get("compile_failures", 0) == 0
     for p, q in zip(ours, theirs):
         torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
+
+
+def test_segments_give_each_value_in_the_version_a_later_segment_needs():
+    """A matrix product, scaled in place before a reduction ends the segment, then used after
+    the cut: the later segment must get the scaled product, not scale it a second time.
+    The segments, run one after another without compiling, equal the whole program."""
+    program = (
+        ("matmul", 2, (0, 1), (), ()),  # t2 = t0 @ t1
+        ("mul_", -1, (2,), (0,), ()),  # t2 *= s0
+        ("rms", 3, (1,), (), ()),  # t3 = rms(t1): a cut after it
+        ("add_", -1, (0, 2), (1,), ()),  # t0 += s1 * t2
+        ("mul_tensors_", -1, (0, 3), (), ()),  # t0 *= t3
+    )
+    gen = torch.Generator().manual_seed(0)
+    inputs = [torch.randn(3, 4, 4, generator=gen, dtype=torch.float64) for _ in range(2)]
+    scalars = torch.tensor([3.0, 0.5], dtype=torch.float64)
+    parts = codegen.segments(program, 2, inputs)
+    assert parts is not None and len(parts) == 2
+    whole = [t.clone() for t in inputs]
+    codegen.build_kernel(program, 2)(whole, scalars)
+    cut = [t.clone() for t in inputs]
+    codegen.SegmentedKernel(program, 2, parts, wrap=lambda fn: fn)(cut, scalars)
+    torch.testing.assert_close(cut[0], whole[0], rtol=0, atol=0)

@@ -192,9 +192,10 @@ def _recompute(
     """How to compute temporary ``slot``'s value at ``start`` again: the positions of the
     elementwise instructions that made it from the inputs and from reductions' results, and
     those results as ``(slot, position of the reduction)`` (to be given); ``None`` if it was
-    made by a reduction itself, or if copying the instructions to ``start`` could give
-    another value (an input they read or a temporary they write is written in between by an
-    instruction that is not copied)."""
+    made by a reduction itself, if it needs a version of a reduction's result that its
+    segment overwrites, or if copying the instructions to ``start`` could give another value
+    (an input they read or a temporary they write is written in between by an instruction
+    that is not copied)."""
     copies: set[int] = set()
     given: set[tuple[int, int]] = set()
     stack = [(slot, start)]
@@ -202,9 +203,11 @@ def _recompute(
         value, before = stack.pop()
         writer = _last_writer(program, value, before)
         name, _out, args, _slots, _statics = program[writer]
-        if BY_NAME[name].kind != "elementwise" or (
-            (value, writer) in little and _last_in_segment(program, value, writer, spans)
-        ):
+        elementwise = BY_NAME[name].kind == "elementwise"
+        last = _last_in_segment(program, value, writer, spans)
+        if not elementwise and not last:
+            return None  # a version of the value that no segment returns
+        if not elementwise or ((value, writer) in little and last):
             given.add((value, writer))  # a small value, as its write left it
             continue
         if writer not in copies:
@@ -246,12 +249,14 @@ class SegmentedKernel:
     """A batched program compiled as consecutive kernels (see :func:`segments`); the values
     that cross a cut travel between them by name."""
 
-    def __init__(self, program: tuple, n_inputs: int, parts: list[tuple]) -> None:
+    def __init__(self, program: tuple, n_inputs: int, parts: list[tuple], wrap=None) -> None:
+        """``wrap`` makes each segment's kernel from its plain function (default: compiled)."""
+        wrap = wrap or CompiledKernel
         self.parts = []
         for k, (keep, given, returns) in enumerate(parts):
             slots = {"given": tuple(g[0] for g in given), "returns": tuple(r[0] for r in returns)}
             fn = build_kernel(program, n_inputs, f"-{k}", keep=keep, **slots)
-            self.parts.append((CompiledKernel(fn), given, returns))
+            self.parts.append((wrap(fn), given, returns))
 
     def __call__(self, inputs: list[Tensor], scalars: Tensor) -> None:
         values: dict[tuple[int, int], Tensor] = {}
