@@ -325,29 +325,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     ss.write_json(Path(args.json), doc)
     body = [_row(r, bandwidth["add_gbps"]) for r in rows]
     ss.print_table("whole training step (median of interleaved steps)", COLUMNS, body, args.plain)
+    r, h = routing, fixed
     print(
-        "gradient routing (hooks): backward {with_:.1f} ms with, {without:.1f} ms without: "
-        "{extra:+.2f} ms per step, {per:+.2f} us per routed tensor ({tensors} routed, "
-        "{copied:.2f} MB copied; {direct} large gradients used where autograd made them)".format(
-            with_=routing["backward_ms_with_hooks"],
-            without=routing["backward_ms_without"],
-            extra=routing["extra_ms_per_step"],
-            per=routing["extra_us_per_tensor"],
-            tensors=routing["tensors"],
-            direct=routing["direct_tensors"],
-            copied=routing["copied_bytes_per_step"] / 1e6,
-        )
+        f"gradient routing (hooks): backward {r['backward_ms_with_hooks']:.1f} ms with, "
+        f"{r['backward_ms_without']:.1f} ms without: {r['extra_ms_per_step']:+.2f} ms per step, "
+        f"{r['extra_us_per_tensor']:+.2f} us per routed tensor ({r['tensors']} routed, "
+        f"{r['copied_bytes_per_step'] / 1e6:.2f} MB copied; {r['direct_tensors']} large "
+        "gradients used where autograd made them)"
     )
     print(
-        "hooks alone: {per:+.2f} us per parameter tensor and backward pass ({n} tensors "
-        "of {numel} elements: backward {with_:.2f} ms with the hooks, {without:.2f} ms "
-        "without)".format(
-            per=fixed["extra_us_per_tensor"],
-            n=fixed["tensors"],
-            numel=fixed["numel"],
-            with_=fixed["backward_ms_with_hooks"],
-            without=fixed["backward_ms_without"],
-        )
+        f"hooks alone: {h['extra_us_per_tensor']:+.2f} us per parameter tensor and backward "
+        f"pass ({h['tensors']} tensors of {h['numel']} elements: backward "
+        f"{h['backward_ms_with_hooks']:.2f} ms with the hooks, "
+        f"{h['backward_ms_without']:.2f} ms without)"
     )
     print(f"JSON: {args.json}")
     return 0
