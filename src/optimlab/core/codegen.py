@@ -284,14 +284,14 @@ def get_kernel(key: tuple, example: list[Tensor] | None = None):
     """
     kernel = _KERNELS.get(key)
     if kernel is None:
-        kernel = build_kernel(*key[:2])
-        if key[4]:
-            parts = _cut(key, example) if key[2] == "cpu" else None
-            if parts is not None:
-                kernel = SegmentedKernel(*key[:2], parts)
-            elif key[2] == "cpu":
+        parts = _cut(key, example) if key[4] and key[2] == "cpu" else None
+        if parts is not None:
+            kernel = SegmentedKernel(*key[:2], parts)
+        else:
+            kernel = build_kernel(*key[:2])
+            if key[4] and key[2] == "cpu":
                 kernel = CompiledKernel(kernel)
-            else:
+            elif key[4]:
                 kernel = torch.compile(kernel, fullgraph=True, dynamic=True)
         _KERNELS[key] = kernel
     return kernel
