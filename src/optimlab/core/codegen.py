@@ -20,6 +20,7 @@ import re
 import torch
 from torch import Tensor
 
+from optimlab.core import native
 from optimlab.core.vocabulary import BY_NAME, MATH_NAMESPACE, math_function
 
 
@@ -245,11 +246,86 @@ def build_kernel(program: tuple, n_inputs: int, tag: str = "", **segment):
     return kernel
 
 
+def hoisted_reductions(program: tuple, n_inputs: int) -> tuple:
+    """The reductions that :func:`optimlab.core.native.reductions` can compute together in one
+    pass before the rest of the program: RMS, row and column means of squares of the kernel's
+    inputs (or of their negation, ``−g`` when maximizing: the same squares), where nothing
+    before them writes that input (or the result's slot). As ``(positions, front, y, x)``:
+    ``front`` the instructions to run first, each reading its input directly; row and column
+    means read input ``y`` only, an RMS reads ``y`` or ``x``. Fewer than two such reductions
+    are not worth a pass of their own: ``positions`` is then empty."""
+    candidates: list[tuple[int, str, int]] = []  # (position, name, input slot)
+    touched: set[int] = set()  # slots read or written so far
+    written: set[int] = set()
+    negated: dict[int, int] = {}  # temporary slot → the unwritten input it is −1 times
+    for position, op in enumerate(program):
+        name, out, args, _slots, _statics = op
+        source = negated.get(args[0], args[0])
+        fresh = out >= 0 and out not in touched
+        if name in native.OPS and source < n_inputs and source not in written and fresh:
+            candidates.append((position, name, source))
+        negated.pop(_writes(op), None)
+        if name == "neg" and args[0] < n_inputs and args[0] not in written:
+            negated[out] = args[0]
+        touched |= {*args, _writes(op)}
+        written.add(_writes(op))
+    by_rows = [slot for _, name, slot in candidates if name != "rms"]
+    y = by_rows[0] if by_rows else (candidates[0][2] if candidates else 0)
+    x = next((slot for _, name, slot in candidates if name == "rms" and slot != y), None)
+    chosen = [(p, slot) for p, name, slot in candidates if slot == y or (name, slot) == ("rms", x)]
+    if len(chosen) < 2:
+        return (), (), y, x
+    front = tuple((program[p][0], program[p][1], (slot,), *program[p][3:]) for p, slot in chosen)
+    return tuple(p for p, _ in chosen), front, y, x
+
+
+def hoist(program: tuple, positions: tuple[int, ...], front: tuple) -> tuple:
+    """``program`` with the instructions at ``positions`` replaced by ``front`` at its start
+    (as :func:`hoisted_reductions` gives them)."""
+    return front + tuple(op for p, op in enumerate(program) if p not in positions)
+
+
+class OnePass:
+    """The reductions hoisted to the front of a batched program (:func:`hoist`), which are the
+    first segments of its :class:`SegmentedKernel` (one reduction each), computed together
+    in one pass over memory by :mod:`optimlab.core.native` when a call's inputs allow it."""
+
+    def __init__(self, program: tuple, parts: list[tuple], y: int, x: int | None) -> None:
+        self.count = len(parts)
+        self.y, self.x = y, x
+        self.wanted = []  # (the value's key, what it is)
+        for position, (keep, given, returns) in enumerate(parts):
+            name, _out, args, _slots, _statics = program[position]
+            if keep != frozenset({position}) or given:  # pragma: no cover - segments' contract
+                raise ValueError("a hoisted reduction is not a segment of its own")
+            what = name if name != "rms" else ("rms_y" if args[0] == y else "rms_x")
+            self.wanted += [(key, what) for key in returns]
+
+    def __call__(self, inputs: list[Tensor]) -> dict | None:
+        """The hoisted values by key, or ``None`` when the inputs do not allow the pass."""
+        x = None if self.x is None else inputs[self.x]
+        y = inputs[self.y]
+        if not native.applies(x, y):
+            return None
+        rms_x, rms_y, rows, cols = native.reductions(x, y)
+        found = {"rms_x": rms_x, "rms_y": rms_y, "row_mean_sq": rows, "col_mean_sq": cols}
+        return {key: found[what] for key, what in self.wanted}
+
+
 class SegmentedKernel:
     """A batched program compiled as consecutive kernels (see :func:`segments`); the values
-    that cross a cut travel between them by name."""
+    that cross a cut travel between them by name. With ``hoisted`` reductions at its front
+    (:func:`hoist`; ``hoisted``: their number and :func:`hoisted_reductions`' ``y`` and ``x``),
+    they are computed by :class:`OnePass` where it applies."""
 
-    def __init__(self, program: tuple, n_inputs: int, parts: list[tuple], wrap=None) -> None:
+    def __init__(
+        self,
+        program: tuple,
+        n_inputs: int,
+        parts: list[tuple],
+        wrap=None,
+        hoisted: tuple | None = None,
+    ) -> None:
         """``wrap`` makes each segment's kernel from its plain function (default: compiled)."""
         wrap = wrap or CompiledKernel
         self.parts = []
@@ -257,10 +333,20 @@ class SegmentedKernel:
             slots = {"given": tuple(g[0] for g in given), "returns": tuple(r[0] for r in returns)}
             fn = build_kernel(program, n_inputs, f"-{k}", keep=keep, **slots)
             self.parts.append((wrap(fn), given, returns))
+        self.one_pass = None
+        if hoisted:
+            count, y, x = hoisted
+            self.one_pass = OnePass(program, parts[:count], y, x)
 
     def __call__(self, inputs: list[Tensor], scalars: Tensor) -> None:
         values: dict[tuple[int, int], Tensor] = {}
-        for kernel, given, returns in self.parts:
+        start = 0
+        if self.one_pass is not None:
+            found = self.one_pass(inputs)
+            if found is not None:
+                values.update(found)
+                start = self.one_pass.count
+        for kernel, given, returns in self.parts[start:]:
             out = kernel([*inputs, *(values[g] for g in given)], scalars)
             values.update(zip(returns, out or ()))
 
@@ -284,9 +370,15 @@ def get_kernel(key: tuple, example: list[Tensor] | None = None):
     """
     kernel = _KERNELS.get(key)
     if kernel is None:
-        parts = _cut(key, example) if key[4] and key[2] == "cpu" else None
+        program, n_inputs = key[:2]
+        hoisted = None
+        if key[4] and key[2] == "cpu" and key[5] and example and example[0].dim() == 3:
+            positions, front, y, x = hoisted_reductions(program, n_inputs)
+            if positions and native.ENABLED:
+                program, hoisted = hoist(program, positions, front), (len(front), y, x)
+        parts = _cut(program, key, example) if key[4] and key[2] == "cpu" else None
         if parts is not None:
-            kernel = SegmentedKernel(*key[:2], parts)
+            kernel = SegmentedKernel(program, n_inputs, parts, hoisted=hoisted)
         else:
             kernel = build_kernel(*key[:2])
             if key[4] and key[2] == "cpu":
@@ -297,14 +389,14 @@ def get_kernel(key: tuple, example: list[Tensor] | None = None):
     return kernel
 
 
-def _cut(key: tuple, example: list[Tensor] | None) -> list | None:
-    """:func:`segments` of a batched program, or ``None``: also when its values cannot be
-    sized on meta tensors (an operation without a meta implementation), since one kernel
-    computes the same numbers, only more slowly."""
+def _cut(program: tuple, key: tuple, example: list[Tensor] | None) -> list | None:
+    """:func:`segments` of a batched program (``key``'s, or the same with reductions hoisted),
+    or ``None``: also when its values cannot be sized on meta tensors (an operation without a
+    meta implementation), since one kernel computes the same numbers, only more slowly."""
     if not key[5] or not example:
         return None
     try:
-        return segments(*key[:2], example)
+        return segments(program, key[1], example)
     except (RuntimeError, NotImplementedError, TypeError, ValueError):
         return None
 

@@ -1,0 +1,193 @@
+"""One pass over a batch of matrices for several reductions at once (the fused engine, CPU).
+
+Adafactor's step begins with three reductions over its parameters' elements: ``RMS(θ)``, and
+the row and column means of ``g²``. Compiled, each is a kernel of its own, and each reads its
+whole tensor from memory; on one core a reduction reads at the memory's rate (about 18 GB/s
+on our 2-core EPYC VMs), so three of them cost three reads of 4 bytes per element. Inductor
+cannot compute a row sum and a column sum in one loop nest: for the column sums it walks down
+the columns, one cache line of each row at a time. This module computes them all in one pass
+over the rows: for each row ``i`` of ``y``,
+
+    rows[i] = Σⱼ y[i, j]² / m,   part[j] += y[i, j]²,   Σ y² += Σⱼ y[i, j]²,   Σ x² += Σⱼ x[i, j]²
+
+where ``part`` (one row, in L1 cache) is added into the column sums every 256 rows, so no
+column sum adds more than 256 terms in one run (two-level summation, as a cascade sum).
+Each row sum is kept in vector lanes and each matrix's total in double. The results agree
+with torch's ``mean(x * x, ...)`` to the rounding of float32 sums of this length.
+
+The kernel is C++ compiled once per machine by inductor's C++ code cache (the same compiler,
+flags and ``at::vec`` vector types as inductor's own CPU kernels, and the same on-disk cache);
+that cache is not a public torch API, so :func:`kernel` returns ``None`` when it fails or
+changes shape, and the first call of each dtype is checked against torch
+(:func:`checked`): in either case the compiled segments run instead, as before.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import Tensor
+
+#: ``OPTIMLAB_FUSED_NATIVE=0`` leaves every reduction to the compiled segments
+ENABLED = os.environ.get("OPTIMLAB_FUSED_NATIVE", "1") != "0"
+
+#: the reductions this pass computes: vocabulary name → what it reads
+OPS = {"rms": "x or y", "row_mean_sq": "y", "col_mean_sq": "y"}
+
+_SOURCE = r"""
+#include <torch/csrc/inductor/cpp_prefix.h>
+#include <algorithm>
+#include <vector>
+
+// Row sums, column sums and the total of y², and the total of x², of each matrix of the
+// batches x, y: [B, n, m] (optimlab/core/native.py). x is read only when has_x is 1.
+template <bool HAS_X>
+static void one_pass(const SCALAR* x, const SCALAR* y, double* x_ss, double* y_ss,
+                     SCALAR* rows, SCALAR* cols, int64_t B, int64_t n, int64_t m) {
+    using V = at::vec::Vectorized<SCALAR>;
+    constexpr int64_t W = V::size();
+    constexpr int64_t BLOCK = 256;
+    const int64_t mv = m - m % W;
+    auto add = [](V& a, V& b) { return a + b; };
+    std::vector<SCALAR> part(m);
+    for (int64_t b = 0; b < B; ++b) {
+        const SCALAR* yb = y + b * n * m;
+        const SCALAR* xb = HAS_X ? x + b * n * m : nullptr;
+        SCALAR* cb = cols + b * m;
+        std::fill(cb, cb + m, SCALAR(0));
+        double xs = 0.0, ys = 0.0;
+        for (int64_t i0 = 0; i0 < n; i0 += BLOCK) {
+            const int64_t i1 = std::min(n, i0 + BLOCK);
+            std::fill(part.begin(), part.end(), SCALAR(0));
+            SCALAR* pp = part.data();
+            for (int64_t i = i0; i < i1; ++i) {
+                const SCALAR* yr = yb + i * m;
+                const SCALAR* xr = HAS_X ? xb + i * m : nullptr;
+                V ya(SCALAR(0)), xa(SCALAR(0));
+                int64_t j = 0;
+                for (; j < mv; j += W) {
+                    V v = V::loadu(yr + j);
+                    V q = v * v;
+                    ya = ya + q;
+                    (V::loadu(pp + j) + q).store(pp + j);
+                    if (HAS_X) {
+                        V u = V::loadu(xr + j);
+                        xa = xa + u * u;
+                    }
+                }
+                SCALAR yrow = at::vec::vec_reduce_all<SCALAR>(add, ya);
+                SCALAR xrow = HAS_X ? at::vec::vec_reduce_all<SCALAR>(add, xa) : SCALAR(0);
+                for (; j < m; ++j) {
+                    SCALAR q = yr[j] * yr[j];
+                    yrow += q;
+                    pp[j] += q;
+                    if (HAS_X) xrow += xr[j] * xr[j];
+                }
+                rows[b * n + i] = yrow / static_cast<SCALAR>(m);
+                ys += yrow;
+                xs += xrow;
+            }
+            for (int64_t j = 0; j < m; ++j) cb[j] += pp[j];
+        }
+        for (int64_t j = 0; j < m; ++j) cb[j] /= static_cast<SCALAR>(n);
+        y_ss[b] = ys;
+        if (HAS_X) x_ss[b] = xs;
+    }
+}
+
+extern "C" void kernel(const SCALAR* x, const SCALAR* y, double* x_ss, double* y_ss,
+                       SCALAR* rows, SCALAR* cols, const int64_t B, const int64_t n,
+                       const int64_t m, const int64_t has_x) {
+    if (has_x) one_pass<true>(x, y, x_ss, y_ss, rows, cols, B, n, m);
+    else one_pass<false>(x, y, x_ss, y_ss, rows, cols, B, n, m);
+}
+"""
+
+_ARGTYPES = {
+    torch.float32: "float",
+    torch.float64: "double",
+}
+_KERNELS: dict[torch.dtype, object] = {}
+_CHECKED: dict[torch.dtype, bool] = {}
+
+
+def kernel(dtype: torch.dtype):
+    """The compiled one-pass kernel for ``dtype`` (float32, float64), or ``None`` where it
+    cannot be built (no compiler, a torch whose code cache works differently)."""
+    if not ENABLED or dtype not in _ARGTYPES:
+        return None
+    if dtype not in _KERNELS:
+        scalar = _ARGTYPES[dtype]
+        try:
+            from torch._inductor.codecache import CppPythonBindingsCodeCache
+
+            argtypes = [f"const {scalar}*"] * 2 + ["double*"] * 2 + [f"{scalar}*"] * 2
+            argtypes += ["const int64_t"] * 4
+            source = f"#define SCALAR {scalar}\n" + _SOURCE
+            _KERNELS[dtype] = CppPythonBindingsCodeCache.load_pybinding(argtypes, source)
+        except Exception:  # noqa: BLE001 - any failure leaves the compiled segments in charge
+            _KERNELS[dtype] = None
+    return _KERNELS[dtype]
+
+
+def reductions(x: Tensor | None, y: Tensor) -> tuple[Tensor | None, Tensor, Tensor, Tensor]:
+    """For batches ``x, y: [B, n, m]``: ``RMS(x)`` and ``RMS(y)`` (``[B, 1, 1]``) and the row
+    and column means of ``y²`` (``[B, n, 1]``, ``[B, 1, m]``), from one pass over memory;
+    ``RMS(x)`` is ``None`` without ``x``. The kernel must exist (:func:`kernel`)."""
+    b, n, m = y.shape
+    run = kernel(y.dtype)
+    totals = torch.empty(2, b, dtype=torch.float64)
+    rows = torch.empty(b, n, 1, dtype=y.dtype)
+    cols = torch.empty(b, 1, m, dtype=y.dtype)
+    run(y if x is None else x, y, totals[0], totals[1], rows, cols, b, n, m, int(x is not None))
+    rms = totals.div_(n * m).sqrt_().to(y.dtype).view(2, b, 1, 1)
+    return (None if x is None else rms[0]), rms[1], rows, cols
+
+
+def applies(x: Tensor | None, y: Tensor) -> bool:
+    """Whether :func:`reductions` can take these tensors: CPU, contiguous, a batch of
+    matrices of float32 or float64, ``x`` (if any) of ``y``'s shape and dtype, no autograd, and a
+    kernel that compiled and passed its check."""
+    if not (
+        type(y) is Tensor
+        and y.device.type == "cpu"
+        and y.dim() == 3
+        and y.numel() > 0
+        and y.is_contiguous()
+        and not y.requires_grad
+    ):
+        return False
+    if x is not None and not (
+        type(x) is Tensor
+        and x.shape == y.shape
+        and x.dtype == y.dtype
+        and x.device.type == "cpu"
+        and x.is_contiguous()
+        and not x.requires_grad
+    ):
+        return False
+    return checked(y.dtype)
+
+
+def checked(dtype: torch.dtype) -> bool:
+    """Whether the kernel for ``dtype`` exists and computes what torch computes, on a batch
+    with a ragged last dimension and more rows than one block (checked once per process)."""
+    if dtype not in _CHECKED:
+        ok = kernel(dtype) is not None
+        if ok:
+            gen = torch.Generator().manual_seed(0)
+            x, y = (torch.randn(2, 300, 21, generator=gen, dtype=dtype) for _ in range(2))
+            try:
+                got = reductions(x, y)
+                want = (
+                    torch.sqrt(torch.mean(x * x, dim=(1, 2), keepdim=True)),
+                    torch.sqrt(torch.mean(y * y, dim=(1, 2), keepdim=True)),
+                    torch.mean(y * y, dim=-1, keepdim=True),
+                    torch.mean(y * y, dim=-2, keepdim=True),
+                )
+                ok = all(torch.allclose(a, b, rtol=1e-5, atol=0) for a, b in zip(got, want))
+            except Exception:  # noqa: BLE001 - a binding that takes other arguments
+                ok = False
+        _CHECKED[dtype] = ok
+    return _CHECKED[dtype]
