@@ -58,6 +58,23 @@ def test_column_sums_stay_accurate_over_many_rows():
     assert ((cols.double() - want).abs() / want).max() < 1e-6
 
 
+@needs_kernel
+def test_the_numbers_do_not_depend_on_the_thread_count():
+    """Blocks of rows run in parallel on torch's threads; their partial sums are added in a
+    fixed order, so one thread and two give the same bits."""
+    gen = torch.Generator().manual_seed(5)
+    x, y = (torch.randn(3, 700, 40, generator=gen) for _ in range(2))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = native.reductions(x, y)
+        torch.set_num_threads(2)
+        two = native.reductions(x, y)
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, b) for a, b in zip(one, two))
+
+
 def test_only_cpu_contiguous_float_batches_of_matrices_take_the_pass():
     y = torch.zeros(2, 3, 4)
     assert not native.applies(None, y.to(torch.bfloat16))

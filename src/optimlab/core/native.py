@@ -10,10 +10,13 @@ over the rows: for each row ``i`` of ``y``,
 
     rows[i] = Σⱼ y[i, j]² / m,   part[j] += y[i, j]²,   Σ y² += Σⱼ y[i, j]²,   Σ x² += Σⱼ x[i, j]²
 
-where ``part`` (one row, in L1 cache) is added into the column sums every 256 rows, so no
-column sum adds more than 256 terms in one run (two-level summation, as a cascade sum).
-Each row sum is kept in vector lanes and each matrix's total in double. The results agree
-with torch's ``mean(x * x, ...)`` to the rounding of float32 sums of this length.
+where ``part`` (one row, in L1 cache) belongs to a block of 256 rows; the blocks' parts are
+added into the column sums afterwards, so no column sum adds more than 256 terms in one run
+(two-level summation, as a cascade sum). Each row sum is kept in vector lanes and each
+matrix's total in double. The blocks run in parallel on torch's threads
+(``torch.get_num_threads()``) and their results are added in a fixed order, so the numbers do
+not depend on the thread count. They agree with torch's ``mean(x * x, ...)`` to the rounding
+of float32 sums of this length.
 
 The kernel is C++ compiled once per machine by inductor's C++ code cache (the same compiler,
 flags and ``at::vec`` vector types as inductor's own CPU kernels, and the same on-disk cache);
@@ -41,66 +44,86 @@ _SOURCE = r"""
 #include <vector>
 
 // Row sums, column sums and the total of y², and the total of x², of each matrix of the
-// batches x, y: [B, n, m] (optimlab/core/native.py). x is read only when has_x is 1.
+// batches x, y: [B, n, m] (optimlab/core/native.py). Tasks of BLOCK rows run in parallel on
+// `threads` threads; each writes its own partial column sums and totals, which are then
+// added in a fixed order, so the result does not depend on the number of threads.
 template <bool HAS_X>
 static void one_pass(const SCALAR* x, const SCALAR* y, double* x_ss, double* y_ss,
-                     SCALAR* rows, SCALAR* cols, int64_t B, int64_t n, int64_t m) {
+                     SCALAR* rows, SCALAR* cols, int64_t B, int64_t n, int64_t m,
+                     int64_t threads) {
     using V = at::vec::Vectorized<SCALAR>;
     constexpr int64_t W = V::size();
     constexpr int64_t BLOCK = 256;
     const int64_t mv = m - m % W;
-    auto add = [](V& a, V& b) { return a + b; };
-    std::vector<SCALAR> part(m);
+    const int64_t blocks = (n + BLOCK - 1) / BLOCK;
+    const int64_t tasks = B * blocks;
+    std::vector<SCALAR> parts(tasks * m);
+    std::vector<double> xs(tasks), ys(tasks);
+    #pragma omp parallel num_threads(threads)
+    {
+    std::vector<SCALAR> scratch(m);  // one row of column sums, hot in L1 from task to task
+    SCALAR* pp = scratch.data();
+    #pragma omp for schedule(static)
+    for (int64_t task = 0; task < tasks; ++task) {
+        const int64_t b = task / blocks;
+        const int64_t i0 = (task % blocks) * BLOCK;
+        const int64_t i1 = std::min(n, i0 + BLOCK);
+        std::fill(pp, pp + m, SCALAR(0));
+        double xt = 0.0, yt = 0.0;
+        for (int64_t i = i0; i < i1; ++i) {
+            const SCALAR* yr = y + (b * n + i) * m;
+            const SCALAR* xr = HAS_X ? x + (b * n + i) * m : nullptr;
+            V ya(SCALAR(0)), xa(SCALAR(0));
+            int64_t j = 0;
+            for (; j < mv; j += W) {
+                V v = V::loadu(yr + j);
+                V q = v * v;
+                ya = ya + q;
+                (V::loadu(pp + j) + q).store(pp + j);
+                if (HAS_X) {
+                    V u = V::loadu(xr + j);
+                    xa = xa + u * u;
+                }
+            }
+            auto add = [](V& a, V& c) { return a + c; };
+            SCALAR yrow = at::vec::vec_reduce_all<SCALAR>(add, ya);
+            SCALAR xrow = HAS_X ? at::vec::vec_reduce_all<SCALAR>(add, xa) : SCALAR(0);
+            for (; j < m; ++j) {
+                SCALAR q = yr[j] * yr[j];
+                yrow += q;
+                pp[j] += q;
+                if (HAS_X) xrow += xr[j] * xr[j];
+            }
+            rows[b * n + i] = yrow / static_cast<SCALAR>(m);
+            yt += yrow;
+            xt += xrow;
+        }
+        std::copy(pp, pp + m, parts.data() + task * m);
+        ys[task] = yt;
+        xs[task] = xt;
+    }
+    }
     for (int64_t b = 0; b < B; ++b) {
-        const SCALAR* yb = y + b * n * m;
-        const SCALAR* xb = HAS_X ? x + b * n * m : nullptr;
         SCALAR* cb = cols + b * m;
         std::fill(cb, cb + m, SCALAR(0));
-        double xs = 0.0, ys = 0.0;
-        for (int64_t i0 = 0; i0 < n; i0 += BLOCK) {
-            const int64_t i1 = std::min(n, i0 + BLOCK);
-            std::fill(part.begin(), part.end(), SCALAR(0));
-            SCALAR* pp = part.data();
-            for (int64_t i = i0; i < i1; ++i) {
-                const SCALAR* yr = yb + i * m;
-                const SCALAR* xr = HAS_X ? xb + i * m : nullptr;
-                V ya(SCALAR(0)), xa(SCALAR(0));
-                int64_t j = 0;
-                for (; j < mv; j += W) {
-                    V v = V::loadu(yr + j);
-                    V q = v * v;
-                    ya = ya + q;
-                    (V::loadu(pp + j) + q).store(pp + j);
-                    if (HAS_X) {
-                        V u = V::loadu(xr + j);
-                        xa = xa + u * u;
-                    }
-                }
-                SCALAR yrow = at::vec::vec_reduce_all<SCALAR>(add, ya);
-                SCALAR xrow = HAS_X ? at::vec::vec_reduce_all<SCALAR>(add, xa) : SCALAR(0);
-                for (; j < m; ++j) {
-                    SCALAR q = yr[j] * yr[j];
-                    yrow += q;
-                    pp[j] += q;
-                    if (HAS_X) xrow += xr[j] * xr[j];
-                }
-                rows[b * n + i] = yrow / static_cast<SCALAR>(m);
-                ys += yrow;
-                xs += xrow;
-            }
+        double xt = 0.0, yt = 0.0;
+        for (int64_t k = b * blocks; k < (b + 1) * blocks; ++k) {
+            const SCALAR* pp = parts.data() + k * m;
             for (int64_t j = 0; j < m; ++j) cb[j] += pp[j];
+            yt += ys[k];
+            xt += xs[k];
         }
         for (int64_t j = 0; j < m; ++j) cb[j] /= static_cast<SCALAR>(n);
-        y_ss[b] = ys;
-        if (HAS_X) x_ss[b] = xs;
+        y_ss[b] = yt;
+        if (HAS_X) x_ss[b] = xt;
     }
 }
 
 extern "C" void kernel(const SCALAR* x, const SCALAR* y, double* x_ss, double* y_ss,
                        SCALAR* rows, SCALAR* cols, const int64_t B, const int64_t n,
-                       const int64_t m, const int64_t has_x) {
-    if (has_x) one_pass<true>(x, y, x_ss, y_ss, rows, cols, B, n, m);
-    else one_pass<false>(x, y, x_ss, y_ss, rows, cols, B, n, m);
+                       const int64_t m, const int64_t has_x, const int64_t threads) {
+    if (has_x) one_pass<true>(x, y, x_ss, y_ss, rows, cols, B, n, m, threads);
+    else one_pass<false>(x, y, x_ss, y_ss, rows, cols, B, n, m, threads);
 }
 """
 
@@ -123,7 +146,7 @@ def kernel(dtype: torch.dtype):
             from torch._inductor.codecache import CppPythonBindingsCodeCache
 
             argtypes = [f"const {scalar}*"] * 2 + ["double*"] * 2 + [f"{scalar}*"] * 2
-            argtypes += ["const int64_t"] * 4
+            argtypes += ["const int64_t"] * 5
             source = f"#define SCALAR {scalar}\n" + _SOURCE
             _KERNELS[dtype] = CppPythonBindingsCodeCache.load_pybinding(argtypes, source)
         except Exception:  # noqa: BLE001 - any failure leaves the compiled segments in charge
@@ -140,7 +163,8 @@ def reductions(x: Tensor | None, y: Tensor) -> tuple[Tensor | None, Tensor, Tens
     totals = torch.empty(2, b, dtype=torch.float64)
     rows = torch.empty(b, n, 1, dtype=y.dtype)
     cols = torch.empty(b, 1, m, dtype=y.dtype)
-    run(y if x is None else x, y, totals[0], totals[1], rows, cols, b, n, m, int(x is not None))
+    has_x, threads = int(x is not None), torch.get_num_threads()
+    run(y if x is None else x, y, totals[0], totals[1], rows, cols, b, n, m, has_x, threads)
     rms = totals.div_(n * m).sqrt_().to(y.dtype).view(2, b, 1, 1)
     return (None if x is None else rms[0]), rms[1], rows, cols
 
