@@ -22,7 +22,7 @@ The kernel is C++ compiled once per machine by inductor's C++ code cache (the sa
 flags and ``at::vec`` vector types as inductor's own CPU kernels, and the same on-disk cache);
 that cache is not a public torch API, so :func:`kernel` returns ``None`` when it fails or
 changes shape, and the first call of each dtype is checked against torch
-(:func:`checked`): in either case the compiled segments run instead, as before.
+(:func:`checked`): in either case the compiled segments compute the same reductions.
 """
 
 from __future__ import annotations
