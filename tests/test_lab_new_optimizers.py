@@ -70,3 +70,32 @@ def test_compare_runs_lion_adafactor_and_muon(tmp_path, capsys):
     text = capsys.readouterr().out
     for name in ("lion", "adafactor", "muon"):
         assert name in text
+
+
+def test_muon_on_a_problem_without_hidden_matrices_is_said_to_be_adamw(tmp_path, capsys):
+    """Logistic regression has no hidden matrix (its one linear layer is the output head), so
+    Muon's AdamW group steps every parameter: the ranking's notes say so, in the terminal and
+    in the report, and say nothing of the MLP, whose hidden matrices Muon does step."""
+    out = tmp_path / "out"
+    argv = ["compare", "-p", "logistic_regression", "digits_mlp", "-o", "muon", "adam"]
+    argv += ["--out", str(out), "--quick", "--seeds", "1", "--budget", "2", "--no-lr-find"]
+    assert main(argv) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    note = (
+        "Fallback: muon on logistic_regression: no parameter of this problem is of the kind "
+        "Muon is for, so its AdamW group stepped them all; these rows measure AdamW under "
+        "muon's name."
+    )
+    assert note in text
+    assert "muon on digits_mlp" not in text and "adam on logistic_regression" not in text
+    (report,) = out.glob("reports/*/report.md")
+    assert note in " ".join(report.read_text().split())
+
+
+def test_muon_s_own_share_is_its_hidden_matrices_share():
+    from optimlab import Muon
+
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    assert Muon.own_share(torch.nn.Linear(4, 3)) == 0.0  # a head alone
+    hidden = 4 * 8  # the first weight; its bias, the head's weight and bias go to AdamW
+    assert Muon.own_share(net) == hidden / sum(p.numel() for p in net.parameters())

@@ -83,7 +83,7 @@ def print_summary(results, console=None) -> None:
     from optimlab.lab.formatting import (
         RANKING_NOTE,
         VERDICT_COLUMNS,
-        edge_notes,
+        cell_notes,
         ranking_table,
         summary_table,
     )
@@ -121,7 +121,7 @@ def print_summary(results, console=None) -> None:
         # The problem's name once per section: the rows below belong to it.
         table.add_row(*(row[i] if i or first else "" for i in keep))
     console.print(table)
-    for line in edge_notes(results):
+    for line in cell_notes(results):
         console.print(line, markup=False, highlight=False)
 
 

@@ -6,6 +6,8 @@ import html
 import math
 from typing import Any
 
+from optimlab.lab.errors import LabError
+
 
 def num(value: Any, digits: int = 4) -> str:
     """``None`` → "—", inf → "diverged", NaN → "n/a", else ``digits`` significant digits."""
@@ -168,6 +170,46 @@ def edge_notes(results) -> list[str]:
                 "its optimum may lie beyond (--grid-extend, --lr-range)."
             )
     return notes
+
+
+def fallback_notes(results) -> list[str]:
+    """One sentence per optimizer and problem where the optimizer's own method steps none of
+    the problem's parameters (Muon on a model without hidden matrices): its fallback group
+    stepped them all, so its rows measure that method under the optimizer's name."""
+    from optimlab import get_optimizer_class
+    from optimlab.lab.problem_lookup import resolve_problem
+    from optimlab.lab.specs import parse_optimizer
+
+    notes, seen, models = [], set(), {}
+    for cell in results.summaries():
+        if (cell.optimizer, cell.problem) in seen:
+            continue
+        seen.add((cell.optimizer, cell.problem))
+        try:
+            cls = get_optimizer_class(parse_optimizer(cell.optimizer).name)
+        except (LabError, KeyError, ValueError):
+            continue  # a label this version cannot read back: nothing to say
+        if cls.fallback is None:
+            continue
+        if cell.problem not in models:
+            try:
+                models[cell.problem] = resolve_problem(cell.problem).make(0).model
+            except Exception:  # noqa: BLE001 - a problem not at hand here: no note
+                models[cell.problem] = None
+        model = models[cell.problem]
+        if model is not None and cls.own_share(model) == 0.0:
+            notes.append(
+                f"Fallback: {cell.optimizer} on {cell.problem}: no parameter of this problem "
+                f"is of the kind {cls.__name__} is for, so its {cls.fallback} group stepped "
+                f"them all; these rows measure {cls.fallback} under {cell.optimizer}'s name."
+            )
+    return notes
+
+
+def cell_notes(results) -> list[str]:
+    """The sentences shown under the ranking: :func:`edge_notes`, then
+    :func:`fallback_notes`."""
+    return edge_notes(results) + fallback_notes(results)
 
 
 #: What the ranking's place column is decided by, said wherever the table is shown.

@@ -25,7 +25,7 @@ from typing import Any
 from optimlab.lab.files import atomic_write_bytes, atomic_write_json, atomic_write_text, slug
 from optimlab.lab.formatting import (
     RANKING_NOTE,
-    edge_notes,
+    cell_notes,
     html_table,
     markdown_table,
     ranking_table,
@@ -240,7 +240,7 @@ def write_report(results, out_dir: Path, gif: bool | None = None) -> Path:
     if results.summaries():
         w.table(*ranking_table(results))
         w.note(RANKING_NOTE + ".")
-        for line in edge_notes(results):
+        for line in cell_notes(results):
             w.note(line)
         w.figure(
             plots.plot_performance_profiles(results),

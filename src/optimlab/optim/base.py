@@ -271,6 +271,16 @@ class Optimizer(torch.optim.Optimizer):
         send the others elsewhere (Muon: AdamW for all but the hidden matrices)."""
         return [p for p in model.parameters() if p.requires_grad]
 
+    #: the method that steps the parameters :meth:`param_groups_for` does not give this
+    #: optimizer's own (Muon: "AdamW"); ``None`` when it takes them all
+    fallback: str | None = None
+
+    @classmethod
+    def own_share(cls, model: torch.nn.Module) -> float:
+        """The fraction of ``model``'s trainable elements that this optimizer's own method
+        steps when built from :meth:`param_groups_for`; the rest go to :attr:`fallback`."""
+        return 1.0
+
     @classmethod
     def min_bytes_per_element(cls, group: dict) -> int:
         """The fewest bytes one step must move per parameter element in fp32: read θ and g,

@@ -172,6 +172,17 @@ class Muon(Optimizer):
         muon = {"adjust_lr_fn": "match_rms_adamw"} if muon is None else muon
         return muon_param_groups(model, muon=muon, adamw=adamw, head=head)
 
+    fallback = "AdamW"
+
+    @classmethod
+    def own_share(cls, model: nn.Module) -> float:
+        """The hidden matrices' share of ``model``'s trainable elements (0 for a model without
+        any: a linear model, a vector of coordinates)."""
+        groups = cls.param_groups_for(model)
+        total = sum(p.numel() for g in groups for p in g["params"])
+        own = sum(p.numel() for g in groups if g.get("use_muon", True) for p in g["params"])
+        return own / total if total else 0.0
+
     @classmethod
     def for_model(
         cls,
