@@ -423,6 +423,7 @@ def _empty_row(name: str, engine: str, base: dict, status: str, reason: str | No
         "extra_mib": None,
         "torch_extra_mib": None,
         "state_mib": None,
+        "state_bytes_per_param": None,
         "first_step_ms": None,
         "warmup_ms": [],
         "startup_overhead_s": None,
@@ -494,6 +495,7 @@ def _measure_row(
         gbps=bpp * n_params / (ms / 1e3) / 1e9,
         torch_gbps=bpp * n_params / (torch_ms / 1e3) / 1e9,
         state_mib=_mib(state_bytes(ours)),
+        state_bytes_per_param=state_bytes(ours) / n_params,
         warmup_ms=[t * 1e3 for t in startup[1:]],
         # What the untimed steps cost beyond as many steady steps: state creation, flat
         # buffers, compiling (the fused engine compiles in its second step).
@@ -881,6 +883,7 @@ COLUMNS = (
     "% BW",
     "extra MiB",
     "torch extra",
+    "state B/param",
     "1st step ms",
     "startup s",
     "target",
@@ -929,6 +932,7 @@ def table_cells(row: dict[str, Any]) -> list[str]:
         "-" if bw is None else f"{100 * bw:.0f}%",
         _fmt(row["extra_mib"], ".1f"),
         _fmt(row["torch_extra_mib"], ".1f"),
+        _fmt(row["state_bytes_per_param"], ".3g"),
         _fmt(row["first_step_ms"], ".1f"),
         startup,
         verdict,

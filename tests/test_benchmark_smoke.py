@@ -37,6 +37,7 @@ ROW_KEYS = {
     "extra_mib",
     "torch_extra_mib",
     "state_mib",
+    "state_bytes_per_param",
     "first_step_ms",
     "warmup_ms",
     "startup_overhead_s",
