@@ -35,8 +35,8 @@ from torch import Tensor
 #: ``OPTIMLAB_FUSED_NATIVE=0`` leaves every reduction to the compiled segments
 ENABLED = os.environ.get("OPTIMLAB_FUSED_NATIVE", "1") != "0"
 
-#: the reductions this pass computes: vocabulary name → what it reads
-OPS = {"rms": "x or y", "row_mean_sq": "y", "col_mean_sq": "y"}
+#: the vocabulary's reductions this pass computes (an RMS of ``x`` or ``y``, the rest of ``y``)
+OPS = frozenset({"rms", "row_mean_sq", "col_mean_sq"})
 
 _SOURCE = r"""
 #include <torch/csrc/inductor/cpp_prefix.h>
