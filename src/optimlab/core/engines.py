@@ -105,11 +105,12 @@ def run_step(
             state = {k: [as_real(s.get(k)) for s in raw] for k in keys}
         if capturable:
             _scalars_to_device(raw, p)
-        if recording or capturable:  # the math with in-place writes to what the step keeps
+        if recording:  # the math, with in-place writes to what the step keeps
             kept = [*p, *(t for ts in state.values() for t in ts if t is not None)]
             kept += [t for s in raw for t in s.values() if torch.is_tensor(t)]
-            persistent = {id(t) for t in kept}
-            ops = DifferentiableOps(persistent) if recording else CapturableOps(persistent)
+            ops = DifferentiableOps({id(t) for t in kept})
+        elif capturable:
+            ops = CapturableOps()
         fresh = {k: [i for i, t in enumerate(state[k]) if t is None] for k in keys}
         steps = None
         if opt._counts_steps(group):

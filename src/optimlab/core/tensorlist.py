@@ -135,20 +135,18 @@ class DifferentiableOps(LoopOps):
         return t.clone() if isinstance(t, Tensor) else t
 
 
-class CapturableOps(DifferentiableOps):
-    """The ops of ``capturable=True``: each operation's math, one tensor at a time, with
-    scalars that may be tensors on the parameters' device (the step count, a tensor lr, the
-    bias corrections made from them), so that nothing is read back to the host and the step
-    can be captured in a CUDA graph. Parameters and state are updated in place (a graph
-    replays on fixed addresses); nothing is recorded by autograd, so nothing is cloned.
-    ``static_program``: a graph replays the same kernels, so no work is skipped for a
-    coefficient that happens to be zero at capture time.
+class CapturableOps(LoopOps):
+    """The ops of ``capturable=True``: one tensor at a time, with scalars that may be tensors
+    on the parameters' device (the step count, a tensor lr, the bias corrections made from
+    them), so that nothing is read back to the host and the step can be captured in a CUDA
+    graph. An operation runs torch's native call as :class:`LoopOps` does, or its math where
+    one of its scalars is such a tensor (not every native call takes one); parameters and state
+    are updated in place either way (a graph replays on fixed addresses). ``static_program``: a
+    graph replays the same kernels, so no work is skipped for a coefficient that happens to be
+    zero at capture time.
     """
 
     static_program = True
-
-    def _operand(self, t):
-        return t
 
 
 def _group_total(parts: list) -> list:
@@ -161,8 +159,25 @@ def _group_total(parts: list) -> list:
     return [total] * len(parts)
 
 
-def _loop_method(op: Op):
-    one = _one_tensor(op)
+def _capturable_one(op: Op):
+    """:func:`_one_tensor`, except that scalars given as tensors take the op's math."""
+    native = _one_tensor(op)
+    if op.kind != "elementwise" or op.loop is None:
+        return native  # the math already
+    math = _math_one(op)
+
+    def one(*args, **statics):
+        if not any(isinstance(a, Tensor) for a in args[op.tensors :]):
+            return native(*args, **statics)
+        if op.inplace:
+            return args[0].copy_(math(*args, **statics))
+        return math(*args, **statics)
+
+    return one
+
+
+def _loop_method(op: Op, one=None):
+    one = one or _one_tensor(op)
     if op.kind == "group":
 
         def group_method(self, *args, **kwargs):
@@ -229,7 +244,10 @@ for _op in VOCABULARY:
     _each = _foreach_method(_op, _loop)
     setattr(ForeachOps, _op.name, _each)
     setattr(DifferentiableOps, _op.name, _differentiable_method(_op))
-del _op, _loop, _each
+    _capture = _loop_method(_op, _capturable_one(_op))
+    _capture.__name__, _capture.__doc__ = _loop.__name__, _loop.__doc__
+    setattr(CapturableOps, _op.name, _capture)
+del _op, _loop, _each, _capture
 
 LOOP = LoopOps()
 FOREACH = ForeachOps()
