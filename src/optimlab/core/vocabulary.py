@@ -239,6 +239,8 @@ VOCABULARY: tuple[Op, ...] = (
        loop=lambda x, lo, hi: x.clamp_(min=lo, max=hi), foreach=_clamp_foreach_),
     Op("clamp_min_", "torch.clamp(t0, min=s0)", 1, ("lo",), inplace=True,
        loop=lambda x, lo: x.clamp_(min=lo), foreach=torch._foreach_clamp_min_),
+    Op("clamp_max_", "torch.clamp(t0, max=s0)", 1, ("hi",), inplace=True,
+       loop=lambda x, hi: x.clamp_(max=hi), foreach=torch._foreach_clamp_max_),
     # -- over a parameter's elements (batched: one value per parameter of the batch) ---------
     Op("rms", "_rms(t0)", 1, kind="reduction", on_shards="sum",
        partial="torch.sum(t0 * t0, dim=_param_dims(t0), keepdim=True)",

@@ -208,7 +208,7 @@ class Adafactor(Optimizer):
                 inv_sqrt[i] = vi
         if not add:
             # V̂ clamped below at ε₁² is V̂^(-1/2) clamped above at 1/ε₁
-            ops.clamp_(inv_sqrt, 0.0, [1.0 / e for e in eps1s])
+            ops.clamp_max_(inv_sqrt, [1.0 / e for e in eps1s])
         u = ops.mul_tensors(inv_sqrt, g)
         # 1/max(1, RMS(U)/d), times α: what each parameter's Û is scaled by
         scale = ops.reciprocal(ops.clamp_min(ops.mul(ops.rms(u), 1.0 / d), 1.0))
