@@ -128,7 +128,10 @@ class RAdam(Optimizer):
         # that its program is the same before and after rectification starts.
         everything = list(range(len(steps)))
         on = everything if ops.static_program else [i for i in everything if rectified[i]]
-        off = everything if ops.static_program else [i for i in everything if plain[i] != 0.0]
+        if group["below_threshold"] != "sgd":
+            off = []  # b is 0 for every step: nothing to record either
+        else:
+            off = everything if ops.static_program else [i for i in everything if plain[i] != 0.0]
         if on:
             denom = ops.sqrt([v[i] for i in on])
             ops.add_scalar_(denom, group["eps"])
