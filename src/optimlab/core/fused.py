@@ -115,9 +115,10 @@ def run_fused(
     started = time.perf_counter()
     batch = calls[0][0].shape[0] if batched and calls else 1  # batched: one call
     done = 0
+    split = batched and key in codegen.SPLIT_BATCHES  # hashing the program once, not per call
     try:
         for inputs in calls:
-            if key in codegen.SPLIT_BATCHES:
+            if split:
                 _run_one_by_one(kernel, inputs, scalars)
             else:
                 kernel(inputs, scalars)
@@ -155,7 +156,7 @@ def run_fused(
             codegen._KERNELS[key] = kernel
         for inputs in calls[done:]:
             kernel(inputs, scalars)
-    if key in codegen.SPLIT_BATCHES:
+    if split:
         info["batch_split"] = True
     _finish(kernel, flat, stats, compile_, started, ran=bool(calls))
 
