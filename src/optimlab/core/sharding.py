@@ -312,6 +312,8 @@ class ShardedOps:
         layouts = [lay for x in operands if (lay := self.layout(x)) is not None]
         if not layouts:
             return None
+        if all(lay.shape == layouts[0].shape for lay in layouts):  # the usual case, cheaply
+            return next((lay for lay in layouts if lay.sharded), layouts[0])
         shape = tuple(torch.broadcast_shapes(*(lay.shape for lay in layouts)))
         split = [lay for lay in layouts if lay.sharded] or layouts
         exact = [lay for lay in split if lay.shape == shape]
