@@ -289,13 +289,14 @@ def is_engine_view(p: Tensor) -> bool:
 
 
 _ALONE: int | None = None
+_use_count = getattr(torch._C, "_storage_Use_Count", None)
 
 
 def _shared(t: Tensor) -> bool:
     """Whether another tensor uses ``t``'s storage (its use count is above that of a tensor
     alone, measured once per process); ``False`` where torch does not expose the count."""
     global _ALONE
-    count = getattr(torch._C, "_storage_Use_Count", None)
+    count = _use_count
     if count is None:
         return False
 
@@ -349,7 +350,6 @@ def unfusable_reason(
 SYNC_OK, SYNC_NONE, SYNC_MOVED = 0, 1, 2
 _data_ptr = Tensor.data_ptr
 _grad_of = operator.attrgetter("grad")
-_use_count = getattr(torch._C, "_storage_Use_Count", None)
 
 
 #: parameters whose address :func:`params_in_place` compares at every step, in rotation
