@@ -19,3 +19,12 @@ class LabError(ValueError):
 
 class RunFailed(RuntimeError):
     """A run raised an exception (a bug in a problem or optimizer, not bad user input)."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message in one line: the first of its own, or of the driver's beneath
+    SQLAlchemy's wrapper (``exc.orig``), without SQLAlchemy's additions; its type's name if
+    it has none."""
+    original = getattr(exc, "orig", None) or exc
+    lines = [ln.strip() for ln in str(original).strip().splitlines() if ln.strip()]
+    return lines[0] if lines else type(original).__name__

@@ -33,7 +33,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from optimlab.lab.errors import LabError
+from optimlab.lab.errors import LabError, first_line
 from optimlab.lab.store import (
     APPLICATION_ID,
     LAB_TABLES,
@@ -54,13 +54,6 @@ RETRIES = 4
 FIRST_RETRY_DELAY = 1.0
 #: Seconds to wait for a connection before giving up (libpq waits for ever by default).
 CONNECT_TIMEOUT = 15
-
-
-def _first_line(exc: BaseException) -> str:
-    """The server's or the driver's message, first line only, without SQLAlchemy's additions."""
-    original = getattr(exc, "orig", None) or exc
-    lines = [ln.strip() for ln in str(original).strip().splitlines() if ln.strip()]
-    return lines[0] if lines else type(original).__name__
 
 
 def _lock_key(name: str) -> int:
@@ -209,7 +202,7 @@ class PostgresStore(RunStore):
             )
         import sqlalchemy
 
-        text = _first_line(exc)
+        text = first_line(exc)
         code = getattr(getattr(exc, "orig", None), "sqlstate", None) or ""
         if code == "42501":  # insufficient_privilege
             return LabError(

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from optimlab.lab.errors import LabError
+from optimlab.lab.errors import LabError, first_line
 from optimlab.lab.limits import MAX_GRACE_PERIOD, check_int
 from optimlab.lab.objective import Objective
 from optimlab.optim.spec import Hyper
@@ -284,11 +284,6 @@ def _trial_id(trial: Any) -> int:
     return trial._trial_id
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
-    return lines[0] if lines else type(exc).__name__
-
-
 class OptunaTuner:
     """TPE over ``lr`` and ``params`` in a named study that may be shared between processes
     and machines.
@@ -368,7 +363,7 @@ class OptunaTuner:
             raise
         except Exception as exc:  # bad URL, missing driver, unreachable server
             raise LabError(
-                f"cannot open the Optuna storage {self.display}: {_first_line(exc)}"
+                f"cannot open the Optuna storage {self.display}: {first_line(exc)}"
             ) from None
         self._inflight: dict[int, Any] = {}  # trial number -> optuna.Trial
         self._guard = threading.Lock()  # _inflight, shared with the heartbeat thread
@@ -410,7 +405,7 @@ class OptunaTuner:
             if not isinstance(exc, (StorageInternalError, SQLAlchemyError)):
                 raise
             raise LabError(
-                f"lost the Optuna storage {self.display} ({_first_line(exc)}); finished runs "
+                f"lost the Optuna storage {self.display} ({first_line(exc)}); finished runs "
                 "are kept: run the same command again to resume"
             ) from None
 
