@@ -177,10 +177,9 @@ def fallback_notes(results) -> list[str]:
     the problem's parameters (Muon on a model without hidden matrices): its fallback group
     stepped them all, so its rows measure that method under the optimizer's name."""
     from optimlab import get_optimizer_class
-    from optimlab.lab.problem_lookup import resolve_problem
     from optimlab.lab.specs import parse_optimizer
 
-    notes, seen, models = [], set(), {}
+    notes, seen = [], set()
     for cell in results.summaries():
         if (cell.optimizer, cell.problem) in seen:
             continue
@@ -191,12 +190,7 @@ def fallback_notes(results) -> list[str]:
             continue  # a label this version cannot read back: nothing to say
         if cls.fallback is None:
             continue
-        if cell.problem not in models:
-            try:
-                models[cell.problem] = resolve_problem(cell.problem).make(0).model
-            except Exception:  # noqa: BLE001 - a problem not at hand here: no note
-                models[cell.problem] = None
-        model = models[cell.problem]
+        model = results.model(cell.problem)
         if model is not None and cls.own_share(model) == 0.0:
             notes.append(
                 f"Fallback: {cell.optimizer} on {cell.problem}: no parameter of this problem "

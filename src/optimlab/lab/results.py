@@ -117,6 +117,7 @@ class Results:
         #: (another source, data or initial model) and so were not used here.
         self.replaced: dict[str, int] = dict(replaced or {})
         self._problems: dict[str, Any] = {}
+        self._models: dict[str, Any] = {}
         self._summaries: list[CellSummary] | None = None
         #: what each tracking backend did with this sweep (:mod:`optimlab.lab.tracking`)
         self.tracking: list = []
@@ -181,6 +182,16 @@ class Results:
             keys = {run["problem_name"]: run["problem"] for run in self.runs}
             self._problems[name] = resolve_problem(keys.get(name, name), require_available=False)
         return self._problems[name]
+
+    def model(self, problem: str):
+        """The model of a problem in this sweep as its seed 0 makes it, built once; ``None``
+        for a problem without one (a 2-D function) or not at hand on this machine."""
+        if problem not in self._models:
+            try:
+                self._models[problem] = self.problem(problem).make(0).model
+            except Exception:  # noqa: BLE001 - whatever a user's problem raises: no model
+                self._models[problem] = None
+        return self._models[problem]
 
     def objective(self, problem: str) -> Objective:
         return objective_for(self.problem(problem))
