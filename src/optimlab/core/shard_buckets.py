@@ -74,9 +74,7 @@ class ShardBucket:
     first: dict[str, Tensor]
     layout: Layout
     scalar_buffer: Tensor | None = None
-    #: what a flat bucket has and a shard bucket does not: no hooks, no direct gradients, no
-    #: batch shape
-    hooks: list = field(default_factory=list)
+    #: what a flat bucket has and a shard bucket does not: no direct gradients, no batch shape
     direct: list = field(default_factory=list)
     shape: None = None
 
