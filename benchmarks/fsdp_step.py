@@ -232,10 +232,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # -- output --------------------------------------------------------------------------------------
-def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def _line(row: dict[str, Any]) -> str:
     if row["status"] != "ok":
         return row["status"]
@@ -275,9 +271,9 @@ def table(doc: dict[str, Any]) -> str:
         )
         lines.append(
             f"| {row['optimizer']} | {twin} | {engine} | {row['ms']:.2f} | "
-            f"{_fmt(row['torch_ms'], '.2f')} | {_fmt(row['ratio'], '.2f')} | "
-            f"{_fmt(row['ratio_paired'], '.2f')} | {row['gbps']:.1f} | "
-            f"{_fmt(row['torch_gbps'], '.1f')} | {verdict(row)} |"
+            f"{step_speed._fmt(row['torch_ms'], '.2f')} | {step_speed._fmt(row['ratio'], '.2f')} | "
+            f"{step_speed._fmt(row['ratio_paired'], '.2f')} | {row['gbps']:.1f} | "
+            f"{step_speed._fmt(row['torch_gbps'], '.1f')} | {verdict(row)} |"
         )
     return "\n".join(lines + [""] + notes if notes else lines)
 
